@@ -1,0 +1,75 @@
+"""The bundle: what a backend leaves in the build folder, self-contained enough to copy to the board.
+
+Every bundle, whatever its backend, is run the same way, so runners (host, qemu-user, later ssh)
+never need to know which backend made it:
+
+    <entry argv...> IN_DIR OUT_DIR SAMPLES WARMUP REPEAT
+
+- IN_DIR/input<i>.bin holds SAMPLES consecutive tensors for model input i: raw little-endian,
+  C order, in the input's dtype and shape as listed in the manifest.
+- The program writes OUT_DIR/output<j>.bin the same way for every model output.
+- When REPEAT > 0 it then runs sample 0 WARMUP times untimed and REPEAT times timed (inference
+  only, not loading), writing one integer of nanoseconds per line to OUT_DIR/timings_ns.txt.
+- Exit status 0 on success; otherwise a message on stderr.
+
+`run.sh` in the bundle wraps the entry for people on the board: `./run.sh IN OUT 1 0 0`.
+manifest.json records the entry, the tensors and every file's size and sha256.
+"""
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MANIFEST = "manifest.json"
+
+# How the entry program runs: a native executable, or a script for the board's python3.
+ENTRY_KINDS = ("native", "python")
+
+
+@dataclass
+class Entry:
+    kind: str  # one of ENTRY_KINDS
+    argv: list[str]  # relative to the bundle folder, e.g. ["./runner"] or ["python3", "run_litert.py"]
+    arch: str  # architecture the entry needs: "x86_64", "aarch64"; "any" for a python script
+    env: dict[str, str] = field(default_factory=dict)
+
+
+def sha256_file(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def file_records(bundle_dir: Path) -> list[dict]:
+    """Size and sha256 of every file in the bundle except the manifest itself, sorted by path."""
+    records = []
+    for path in sorted(p for p in bundle_dir.rglob("*") if p.is_file() and p.name != MANIFEST):
+        records.append(
+            {"path": str(path.relative_to(bundle_dir)), "bytes": path.stat().st_size, "sha256": sha256_file(path)}
+        )
+    return records
+
+
+def write_manifest(bundle_dir: Path, backend: str, target: str, entry: Entry, inputs: list, outputs: list, extra: dict | None = None) -> dict:
+    manifest = {
+        "backend": backend,
+        "target": target,
+        "entry": {"kind": entry.kind, "argv": entry.argv, "arch": entry.arch, "env": entry.env},
+        "inputs": [t.to_dict() for t in inputs],
+        "outputs": [t.to_dict() for t in outputs],
+        "files": file_records(bundle_dir),
+        **(extra or {}),
+    }
+    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    return manifest
+
+
+def read_manifest(bundle_dir: Path) -> dict:
+    return json.loads((bundle_dir / MANIFEST).read_text())
+
+
+def entry_of(manifest: dict) -> Entry:
+    return Entry(**manifest["entry"])
