@@ -99,3 +99,11 @@ def load_target(name: str, targets_dir: Path = TARGETS_DIR) -> Target:
 
 def all_targets(targets_dir: Path = TARGETS_DIR) -> list[Target]:
     return [load_target(n, targets_dir) for n in target_names(targets_dir)]
+
+
+def target_table(targets_dir: Path = TARGETS_DIR) -> str:
+    from .console import table
+
+    rows = [[t.name, t.arch, t.cpu, f"{t.clock_mhz} MHz" if t.clock_mhz else "-", ", ".join(t.backends),
+             t.default_backend, ", ".join(t.runners), t.description] for t in all_targets(targets_dir)]
+    return table(["target", "arch", "cpu", "clock", "backends", "default", "runners", "description"], rows)

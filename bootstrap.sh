@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Idempotent set-up for a fresh Debian 12 machine with Python 3.11 (root or sudo):
+# apt toolchains, .venv with edgeyard and its dev extras, and the target-architecture TVM runtimes.
+# A second run checks and skips; it takes seconds.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+say() { printf 'bootstrap: %s\n' "$*"; }
+
+# Cross compilers and emulators the targets in targets/ need.
+APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user python3-venv)
+missing=()
+for pkg in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  say "installing apt packages: ${missing[*]}"
+  $sudo apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
+else
+  say "apt packages present: ${APT_PACKAGES[*]}"
+fi
+
+PYTHON=${PYTHON:-python3.11}
+command -v "$PYTHON" >/dev/null || PYTHON=python3
+if [ ! -x .venv/bin/python ]; then
+  say "creating .venv with $($PYTHON --version)"
+  "$PYTHON" -m venv .venv
+fi
+
+# Reinstall only when pyproject.toml changed since the last successful install.
+stamp=.venv/.edgeyard-installed
+want=$(sha256sum pyproject.toml | cut -d' ' -f1)
+if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  say "installing edgeyard and its dependencies into .venv (TensorFlow, TVM, LiteRT, ONNX Runtime: a few minutes the first time)"
+  .venv/bin/python -m pip install -q --upgrade pip
+  .venv/bin/python -m pip install -q -e '.[dev]'
+  echo "$want" > "$stamp"
+else
+  say ".venv is up to date with pyproject.toml"
+fi
+
+# TVM runtime libraries for the boards' architectures (from the aarch64 wheels on PyPI).
+.venv/bin/python -m toolchain.runtimes fetch aarch64
+say "done: try .venv/bin/invoke build --target rpi4"

@@ -1,0 +1,70 @@
+"""Shared fixtures: small models the tests build themselves (a user's clone has no shared/ folder)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def tiny_keras(tmp_path_factory) -> Path:
+    """A seeded 8x8x1 -> 3-class CNN, saved as .keras (untrained: the tests compare runtimes, not accuracy)."""
+    import keras
+
+    keras.utils.set_random_seed(7)
+    model = keras.Sequential([
+        keras.Input((8, 8, 1), name="image"),
+        keras.layers.Conv2D(4, 3, activation="relu"),
+        keras.layers.Flatten(),
+        keras.layers.Dense(3, activation="softmax"),
+    ])
+    path = tmp_path_factory.mktemp("keras") / "tiny_cnn.keras"
+    model.save(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_tflite(tiny_keras, tmp_path_factory) -> Path:
+    import keras
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(tiny_keras))
+    path = tmp_path_factory.mktemp("tflite") / "tiny_cnn.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_onnx(tmp_path_factory) -> Path:
+    """x[N,16] -> relu(x W + b) -> softmax over 4 classes, with a symbolic batch dimension."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    weights = numpy_helper.from_array(rng.normal(size=(16, 4)).astype(np.float32), "W")
+    bias = numpy_helper.from_array(rng.normal(size=(4,)).astype(np.float32), "b")
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "W"], ["xw"]), helper.make_node("Add", ["xw", "b"], ["h"]),
+         helper.make_node("Relu", ["h"], ["r"]), helper.make_node("Softmax", ["r"], ["y"], axis=-1)],
+        "tiny_mlp",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 4])],
+        initializer=[weights, bias],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path = tmp_path_factory.mktemp("onnx") / "tiny_mlp.onnx"
+    onnx.save(model, path)
+    return path
+
+
+def invoke(*args: str, cwd: Path = PROJECT_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the real CLI (`invoke ...`) as a user would; argv list, no shell."""
+    return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True,
+                          env={**os.environ, **(env or {})})

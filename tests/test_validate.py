@@ -1,0 +1,84 @@
+import numpy as np
+import pytest
+
+from toolchain import validate
+from toolchain.bench import latency_ms
+from toolchain.console import parse_input_shapes
+from toolchain.errors import BadInput
+from toolchain.model.info import ModelInfo, TensorInfo
+
+FLOAT_OUT = TensorInfo("probs", (1, 4), "float32")
+INT8_OUT = TensorInfo("q", (1, 4), "int8", (0.1, -3))
+
+
+def _model(*inputs):
+    return ModelInfo(path=__import__("pathlib").Path("m.tflite"), format="tflite", sha256="", inputs=list(inputs),
+                     outputs=[FLOAT_OUT])
+
+
+def test_random_inputs_are_seeded_and_cover_int8_range():
+    model = _model(TensorInfo("x", (1, 3), "float32"), TensorInfo("q", (1, 64), "int8", (0.5, 0)))
+    a, b = validate.make_inputs(model, 50), validate.make_inputs(model, 50)
+    assert a.tensors[0].shape == (50, 1, 3) and a.tensors[0].dtype == np.float32
+    assert np.array_equal(a.tensors[1], b.tensors[1]) and a.labels is None
+    assert a.tensors[1].min() == -128 and a.tensors[1].max() == 127
+    assert not np.array_equal(a.tensors[0], validate.make_inputs(model, 50, seed=1).tensors[0])
+
+
+def test_dataset_inputs_are_quantized_for_int8_models(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, x_test=np.array([[0.0, 1.0], [-1.0, 100.0]], np.float32), y_test=np.array([1, 0]))
+    model = _model(TensorInfo("x", (1, 2), "int8", (0.5, 1)))
+    inputs = validate.make_inputs(model, 32, data)
+    assert inputs.tensors[0].tolist() == [[[1, 3]], [[-1, 127]]]  # round(x / 0.5) + 1, clipped
+    assert inputs.labels.tolist() == [1, 0] and "d.npz" in inputs.source
+
+
+def test_dataset_shape_mismatch_is_bad_input(tmp_path):
+    data = tmp_path / "d.npz"
+    np.savez(data, x=np.zeros((4, 5), np.float32))
+    with pytest.raises(BadInput, match=r"d\.npz: samples of shape \[5\] do not fit input 'x'"):
+        validate.make_inputs(_model(TensorInfo("x", (1, 2), "float32")), 4, data)
+
+
+def test_float_comparison_scales_with_reference():
+    ref = np.array([[[0.1, 0.2, 0.3, 0.4]]] * 2, np.float32)
+    ok = validate.compare([ref + 5e-5], [ref], [FLOAT_OUT])
+    assert ok["passed"] and ok["top1_agreement"] == 1.0 and ok["samples"] == 2
+    bad = validate.compare([ref + 5e-4], [ref], [FLOAT_OUT])
+    assert not bad["passed"] and bad["max_abs_error"] == pytest.approx(5e-4, rel=1e-3)
+    assert "output 'probs' is off by" in validate.failure_summary(bad)
+    big = ref * 1000  # logits: tolerance grows with magnitude
+    assert validate.compare([big + 0.03], [big], [FLOAT_OUT])["passed"]
+
+
+def test_int8_tolerance_is_one_lsb_and_nan_fails():
+    ref = np.array([[[-128, 0, 5, 127]]], np.int8)
+    assert validate.compare([ref + np.int8(1) * (ref < 127)], [ref], [INT8_OUT])["passed"]
+    two_off = ref.copy()
+    two_off[0, 0, 1] = 2
+    result = validate.compare([two_off], [ref], [INT8_OUT])
+    assert not result["passed"] and result["outputs"][0]["unit"] == "LSB" and result["max_abs_error"] == 2
+    nan = np.array([[[np.nan, 0.2, 0.3, 0.4]]], np.float32)
+    assert not validate.compare([nan], [np.zeros_like(nan)], [FLOAT_OUT])["passed"]
+
+
+def test_accuracy_and_top1_agreement():
+    ref = np.eye(4, dtype=np.float32)[[0, 1, 2, 3]].reshape(4, 1, 4)
+    got = np.eye(4, dtype=np.float32)[[0, 1, 3, 3]].reshape(4, 1, 4)
+    result = validate.compare([got], [ref], [FLOAT_OUT], labels=np.array([0, 1, 2, 2]))
+    assert result["top1_agreement"] == 0.75
+    assert result["accuracy"] == 0.5 and result["reference_accuracy"] == 0.75
+
+
+def test_latency_statistics():
+    stats = latency_ms([1_000_000 * k for k in range(1, 101)])
+    assert stats["median"] == pytest.approx(50.5) and stats["p90"] == pytest.approx(90.1)
+    assert latency_ms([]) is None
+
+
+def test_parse_input_shapes():
+    assert parse_input_shapes(["input_1:1x49x10x1", "a:b:2"]) == {"input_1": (1, 49, 10, 1), "a:b": (2,)}
+    for bad in ["1x2", "x:1xq", "x:0x3"]:
+        with pytest.raises(BadInput, match="--input-shape"):
+            parse_input_shapes([bad])

@@ -1,0 +1,9 @@
+"""The litert backend: the .tflite and a LiteRT runner script."""
+
+from . import register
+from .python_runtime import PythonRuntimeBackend
+
+register(PythonRuntimeBackend(
+    name="litert", runtime_label="LiteRT", format="tflite", package="ai-edge-litert",
+    description="LiteRT (TensorFlow Lite) interpreter with XNNPACK, driven by a Python script",
+))

@@ -1,0 +1,9 @@
+"""The onnxruntime backend: the .onnx and an ONNX Runtime runner script."""
+
+from . import register
+from .python_runtime import PythonRuntimeBackend
+
+register(PythonRuntimeBackend(
+    name="onnxruntime", runtime_label="ONNX Runtime", format="onnx", package="onnxruntime",
+    description="ONNX Runtime CPU execution provider, driven by a Python script",
+))

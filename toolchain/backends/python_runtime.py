@@ -1,0 +1,66 @@
+"""Backends whose bundle is the model file plus a Python runner script for the board's python3.
+
+LiteRT and ONNX Runtime ship no C/C++ headers on PyPI or in Debian 12 (DESIGN.md), so on an ARM
+Linux board they run through their Python packages; the bundle is the model and a generated script.
+"""
+
+import shutil
+from dataclasses import dataclass
+from importlib import metadata
+
+from .. import bundle
+from ..codegen import render
+from ..model.info import ModelInfo
+from .base import CompileRequest
+
+
+def _spec(tensors) -> str:
+    return repr([(t.name, tuple(t.shape), t.dtype) for t in tensors])
+
+
+@dataclass(frozen=True)
+class PythonRuntimeBackend:
+    name: str
+    runtime_label: str
+    format: str  # the one model format this runtime executes
+    package: str  # PyPI distribution the board needs
+    description: str
+    target_os: tuple[str, ...] = ("linux",)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return (self.format,)
+
+    def unsupported_ops(self, model: ModelInfo) -> list[str]:
+        # Both runtimes execute every builtin op of their format; only custom ops need extra kernels
+        # (TF "Flex" ops need the TF Select delegate, absent from ai-edge-litert).
+        return sorted(op for op in model.ops if op.upper().startswith(("CUSTOM", "FLEX")))
+
+    def compile(self, request: CompileRequest) -> dict:
+        out = request.bundle_dir
+        model_file = f"model.{self.format}"
+        script = f"run_{self.name}.py"
+        shutil.copyfile(request.model.path, out / model_file)
+        render(
+            "python_runner.py.j2",
+            out / script,
+            mode=0o755,
+            runtime=self.name,
+            runtime_label=self.runtime_label,
+            model_file=model_file,
+            script_name=script,
+            target=request.target.name,
+            inputs=_spec(request.model.inputs),
+            outputs=_spec(request.model.outputs),
+        )
+        entry = bundle.Entry(kind="python", argv=["python3", script], arch="any")
+        render("run.sh.j2", out / "run.sh", mode=0o755, backend=self.name, target=request.target.name,
+               env=entry.env, argv=entry.argv)
+        return bundle.write_manifest(
+            out, self.name, request.target.name, entry, request.model.inputs, request.model.outputs,
+            extra={"requires": {"python": "3.11", "packages": [self.package, "numpy"]}},
+        )
+
+    def versions(self) -> dict[str, str]:
+        return {self.package: metadata.version(self.package)}
+

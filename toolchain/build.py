@@ -1,0 +1,231 @@
+"""The build pipeline: target + model -> (convert) -> backend bundle -> run -> validate -> time -> report.
+
+Every stage takes plain data and returns plain data; only tasks.py prints. A build is staged in a
+temporary sibling folder and moved into place when complete, so a failure leaves nothing behind
+and an older good build stays untouched.
+"""
+
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+from . import __version__, backends, bench, cache, report, runners, validate
+from .bundle import entry_of, read_manifest
+from .errors import BadInput, BuildError, EdgeyardError
+from .model.fingerprint import model_sha256
+from .model.info import ModelInfo, TensorInfo
+from .paths import default_build_dir
+from .targets import Target, load_target
+
+Progress = Callable[[str], None]
+BUNDLE = "bundle"
+
+
+def _quiet(_: str) -> None:
+    pass
+
+
+@dataclass
+class BuildOptions:
+    target: str
+    model: Path | None = None  # None: the embedded default model
+    backend: str | None = None  # None: the target's default backend
+    out: Path | None = None  # None: build/<target>/<model-stem>/<backend>/
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    data: Path | None = None  # .npz with x/y (or x_test/y_test) for validation inputs and accuracy
+    samples: int = validate.DEFAULT_SAMPLES
+    threads: int = 1
+
+
+@dataclass
+class BuildResult:
+    out_dir: Path
+    report: dict
+    cached: bool
+
+
+@dataclass
+class _Plan:
+    """Everything a build is decided by, known before any heavy work."""
+
+    target: Target
+    backend: object
+    model_path: Path
+    data: Path | None
+    out_dir: Path
+    key: str
+    versions: dict
+
+
+def _plan(opts: BuildOptions) -> _Plan:
+    target = load_target(opts.target)
+    backend_name = opts.backend or target.default_backend
+    backend = backends.get(backend_name)
+    if backend_name not in target.backends:
+        raise BadInput(f"backend '{backend_name}' does not serve target '{target.name}' "
+                       f"(its backends: {', '.join(target.backends)}).")
+    if opts.samples < 1:
+        raise BadInput(f"--samples must be at least 1, not {opts.samples}.")
+    data = opts.data
+    if opts.model is None:
+        from .model.default import default_model
+
+        model_path, default_data = default_model()
+        data = data or default_data
+    else:
+        model_path = Path(opts.model)
+        if not model_path.exists():
+            raise BadInput(f"{model_path}: model file not found.")
+    if data is not None and not Path(data).is_file():
+        raise BadInput(f"{data}: dataset file not found.")
+    stem = model_path.name.split(".")[0]
+    out_dir = Path(opts.out) if opts.out else default_build_dir(target.name, stem, backend_name)
+    from .model.reference import reference_versions
+
+    versions = {"edgeyard": __version__, **backend.versions(), **reference_versions(model_path)}
+    options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
+               "data": model_sha256(Path(data)) if data else None}
+    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, options, versions)
+    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions)
+
+
+@contextmanager
+def _staging(out_dir: Path):
+    """A temporary folder beside out_dir that replaces it on success and vanishes on failure."""
+    created = [p for p in reversed(out_dir.absolute().parents) if not p.exists()]
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    try:
+        yield stage
+    except BaseException:
+        shutil.rmtree(stage, ignore_errors=True)
+        for parent in reversed(created):  # leave no empty folders the build made
+            if parent.exists() and not any(parent.iterdir()):
+                parent.rmdir()
+        raise
+    old = None
+    if out_dir.exists():
+        old = out_dir.with_name(f".{out_dir.name}.old-{stage.name}")
+        out_dir.rename(old)
+    stage.rename(out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
+    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF -> ONNX)."""
+    if info.format in backend.formats:
+        return info
+    from . import convert
+
+    for fmt in backend.formats:
+        if fmt == "tflite" and info.format in ("keras", "savedmodel"):
+            progress(f"converting {info.format} to TFLite")
+            return convert.to_tflite(info, workdir)
+        if fmt == "onnx" and info.format in ("keras", "savedmodel", "tflite"):
+            progress(f"converting {info.format} to ONNX")
+            return convert.to_onnx(info, workdir)
+    raise BadInput(f"{info.path}: backend '{backend.name}' compiles {' or '.join(backend.formats)} models and "
+                   f"cannot take a {info.format} model; try another backend.")
+
+
+def _check_ops(info: ModelInfo, compiled: ModelInfo, backend, target: Target) -> None:
+    unsupported = backend.unsupported_ops(compiled)
+    if not unsupported:
+        return
+    able = []
+    for name in target.backends:
+        other = backends.get(name)
+        if other is backend:
+            continue
+        candidate = info if info.format in other.formats else compiled if compiled.format in other.formats else None
+        if candidate is not None and not other.unsupported_ops(candidate):
+            able.append(name)
+    hint = f"; try --backend {' or --backend '.join(able)}" if able else ""
+    ops = ", ".join(unsupported)
+    raise BadInput(f"{info.path}: backend '{backend.name}' cannot import op{'s' if len(unsupported) > 1 else ''} "
+                   f"{ops}{hint}.")
+
+
+def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
+    plan = _plan(opts)
+    hit = cache.cached_report(plan.out_dir, plan.key)
+    if hit is not None:
+        return BuildResult(plan.out_dir, hit, cached=True)
+
+    from .model import load_model
+    from .model.reference import reference_name, reference_outputs
+
+    started = time.time()
+    progress(f"loading {plan.model_path}")
+    info = load_model(plan.model_path, opts.input_shapes or None)
+    with _staging(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
+        compiled = _in_backend_format(info, plan.backend, Path(workdir), progress)
+        _check_ops(info, compiled, plan.backend, plan.target)
+        bundle_dir = stage / BUNDLE
+        bundle_dir.mkdir()
+        progress(f"compiling with {plan.backend.name} for {plan.target.name}")
+        manifest = plan.backend.compile(backends.base.CompileRequest(compiled, plan.target, bundle_dir, progress))
+
+        inputs = validate.make_inputs(info, opts.samples, plan.data)
+        progress(f"running the reference ({reference_name(info)}) on {opts.samples} samples")
+        reference = reference_outputs(info, inputs.tensors)
+        runner, why = runners.select(plan.target, entry_of(manifest))
+        if runner is None:
+            validation = validate.not_run(why, opts.samples)
+            timing = bench.bench_section(None, False, [], 0, opts.threads)
+        else:
+            progress(f"running the bundle on {runner.name} ({opts.samples} samples, {bench.BUILD_RUNS} timed runs)")
+            result = runners.run_bundle(runner, plan.target, bundle_dir, manifest, inputs.tensors,
+                                        bench.BUILD_WARMUP, bench.BUILD_RUNS, opts.threads)
+            validation = validate.compare(result.outputs, reference, compiled.outputs, inputs.labels)
+            timing = bench.bench_section(runner.name, result.emulated, result.timings_ns, bench.BUILD_WARMUP,
+                                         opts.threads)
+        validation.update(inputs=inputs.source, reference=reference_name(info))
+        if validation["ran"] and not validation["passed"]:
+            raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
+                             f"{validate.failure_summary(validation)}.")
+        result_report = {
+            "edgeyard": __version__,
+            "cache_key": plan.key,
+            "target": plan.target.name,
+            "out_dir": str(plan.out_dir),
+            "model": {**info.to_dict(), "compiled_format": compiled.format},
+            "backend": plan.backend.name,
+            "artifacts": [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in manifest["files"]],
+            "validation": validation,
+            "bench": timing,
+            "memory": None,  # Linux boards: no static RAM/flash budget to check
+            "toolchain": plan.versions,
+            "build_seconds": round(time.time() - started, 2),
+        }
+        report.write(stage, result_report)
+    return BuildResult(plan.out_dir, result_report, cached=False)
+
+
+def run_bench(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
+              progress: Progress = _quiet) -> BuildResult:
+    """Build if needed, then time `runs` inferences after `warmup` and update the folder's report."""
+    if runs < 1 or warmup < 0:
+        raise BadInput(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup}).")
+    built = build(opts, progress)
+    target = load_target(opts.target)
+    bundle_dir = built.out_dir / BUNDLE
+    manifest = read_manifest(bundle_dir)
+    runner, why = runners.select(target, entry_of(manifest))
+    if runner is None:
+        raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: {why}.")
+    specs = [TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in manifest["inputs"]]
+    probe = ModelInfo(path=bundle_dir, format=manifest["backend"], sha256="", inputs=specs, outputs=[])
+    inputs = validate.make_inputs(probe, samples=1)
+    progress(f"timing {runs} runs after {warmup} warm-up runs on {runner.name}")
+    result = runners.run_bundle(runner, target, bundle_dir, manifest, inputs.tensors, warmup, runs, opts.threads)
+    updated = {**built.report, "bench": bench.bench_section(runner.name, result.emulated, result.timings_ns,
+                                                             warmup, opts.threads)}
+    report.write(built.out_dir, updated)
+    return BuildResult(built.out_dir, updated, cached=built.cached)

@@ -1,0 +1,48 @@
+"""report.json (keys PINNED in DESIGN.md) and report.md in the build folder."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from .codegen import render
+
+
+def write(out_dir: Path, report: dict) -> None:
+    """Write report.json and report.md; each replaces its old version atomically."""
+    _atomic_write(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report.md.")
+    os.close(fd)
+    render("report.md.j2", Path(tmp), report=report)
+    os.replace(tmp, out_dir / "report.md")
+
+
+def read(out_dir: Path) -> dict:
+    return json.loads((out_dir / "report.json").read_text())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def summary(report: dict) -> str:
+    """A few lines for a human after `invoke build` or `invoke bench`."""
+    v, b = report["validation"], report["bench"]
+    lines = [f"{report['target']} / {report['backend']} / {Path(report['model']['path']).name} -> {report['out_dir']}"]
+    if v["ran"]:
+        acc = f", accuracy {v['accuracy']:.1%} (reference {v['reference_accuracy']:.1%})" if "accuracy" in v else ""
+        agree = f", top-1 agreement {v['top1_agreement']:.0%}" if v["top1_agreement"] is not None else ""
+        lines.append(f"validation: {v['status']} on {v['samples']} samples, max abs error "
+                     f"{v['max_abs_error']:.3g}{agree}{acc}")
+    else:
+        lines.append(f"validation: {v['status']}")
+    if b["latency_ms"]:
+        label = " (emulated wall time, not device time)" if b["emulated"] else ""
+        lines.append(f"latency: median {b['latency_ms']['median']:.3f} ms, p90 {b['latency_ms']['p90']:.3f} ms "
+                     f"over {b['runs']} runs on {b['runner']}{label}")
+    size = sum(a["bytes"] for a in report["artifacts"])
+    lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
+    return "\n".join(lines)

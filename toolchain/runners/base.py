@@ -1,0 +1,75 @@
+"""What a runner is: a place a bundle runs (this machine, an emulator, later a board over SSH).
+
+Every runner speaks the bundle protocol (toolchain/bundle.py): it writes the inputs, starts the
+bundle's entry program with IN_DIR OUT_DIR SAMPLES WARMUP REPEAT, and reads outputs and timings.
+"""
+
+import os
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+
+from ..bundle import Entry, entry_of
+from ..errors import BuildError
+from ..targets import Target
+
+
+@dataclass
+class RunResult:
+    outputs: list[np.ndarray]  # each (samples, *output shape)
+    timings_ns: list[int]  # one per timed repeat; empty when repeat was 0
+    emulated: bool  # wall time came from an emulator, not the device
+
+
+class Runner(Protocol):
+    name: str
+    emulated: bool
+
+    def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
+        """None when this runner can run the entry for target; otherwise why not, in a few words."""
+
+    def command(self, target: Target, entry: Entry, threads: int) -> tuple[list[str], dict[str, str]]:
+        """The argv prefix (before the protocol arguments) and extra environment to run the entry."""
+
+
+def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, inputs: list[np.ndarray],
+               warmup: int = 0, repeat: int = 0, threads: int = 1, timeout_s: float = 600) -> RunResult:
+    """Run `inputs` (each (samples, *shape)) through the bundle with `runner`; time sample 0 if repeat > 0."""
+    samples = inputs[0].shape[0]
+    entry = entry_of(manifest)
+    argv, env = runner.command(target, entry, threads)
+    with tempfile.TemporaryDirectory(prefix="edgeyard-io-") as io_dir:
+        in_dir, out_dir = Path(io_dir, "in"), Path(io_dir, "out")
+        in_dir.mkdir()
+        out_dir.mkdir()
+        for i, (spec, batch) in enumerate(zip(manifest["inputs"], inputs)):
+            np.ascontiguousarray(batch, dtype=spec["dtype"]).tofile(in_dir / f"input{i}.bin")
+        argv = argv + [str(in_dir), str(out_dir), str(samples), str(warmup), str(repeat)]
+        try:
+            proc = subprocess.run(argv, cwd=bundle_dir, env={**os.environ, **env}, capture_output=True,
+                                  text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} did not finish within "
+                             f"{timeout_s:.0f} s on runner {runner.name}.") from None
+        if proc.returncode != 0:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} failed on runner {runner.name} "
+                             f"(exit {proc.returncode}): {' | '.join(tail)}")
+        outputs = []
+        for j, spec in enumerate(manifest["outputs"]):
+            path = out_dir / f"output{j}.bin"
+            shape = (samples, *spec["shape"])
+            data = np.fromfile(path, dtype=spec["dtype"]) if path.exists() else np.zeros(0)
+            if data.size != int(np.prod(shape)):
+                raise BuildError(f"the {manifest['backend']} bundle wrote {data.size} values to output{j}.bin, "
+                                 f"expected {int(np.prod(shape))} for shape {list(shape)}.")
+            outputs.append(data.reshape(shape))
+        timings_path = out_dir / "timings_ns.txt"
+        timings = [int(line) for line in timings_path.read_text().split()] if repeat > 0 else []
+        if repeat > 0 and len(timings) != repeat:
+            raise BuildError(f"the {manifest['backend']} bundle reported {len(timings)} timings, expected {repeat}.")
+    return RunResult(outputs, timings, runner.emulated)
