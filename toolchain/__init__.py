@@ -5,3 +5,8 @@ cheap: TensorFlow and TVM are imported inside the functions that need them.
 """
 
 __version__ = "0.1.0"
+
+import os as _os
+
+# TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the one-line errors on stderr.
+_os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")

@@ -13,6 +13,7 @@ never need to know which backend made it:
 - Exit status 0 on success; otherwise a message on stderr.
 
 `run.sh` in the bundle wraps the entry for people on the board: `./run.sh IN OUT 1 0 0`.
+Entry argv items naming bundle files start with "./" (["./runner"], ["python3", "./run_litert.py"]).
 manifest.json records the entry, the tensors and every file's size and sha256.
 """
 
@@ -65,6 +66,14 @@ def write_manifest(bundle_dir: Path, backend: str, target: str, entry: Entry, in
     }
     (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return manifest
+
+
+def write_run_script(bundle_dir: Path, backend: str, target: str, entry: Entry) -> None:
+    """run.sh: the entry for people on the board; bundle files in argv are written "./name"."""
+    from .codegen import render
+
+    render("run.sh.j2", bundle_dir / "run.sh", mode=0o755, backend=backend, target=target, env=entry.env,
+           argv=entry.argv)
 
 
 def read_manifest(bundle_dir: Path) -> dict:

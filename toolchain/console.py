@@ -15,9 +15,9 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
 
 
 class Progress:
-    """Prints each step as it starts, with the time since the command began (on stderr)."""
+    """Prints each step as it starts, with the time since the command began (stdout: stderr is for errors)."""
 
-    def __init__(self, stream=sys.stderr):
+    def __init__(self, stream=sys.stdout):
         self.start = time.monotonic()
         self.stream = stream
 

@@ -53,9 +53,8 @@ class PythonRuntimeBackend:
             inputs=_spec(request.model.inputs),
             outputs=_spec(request.model.outputs),
         )
-        entry = bundle.Entry(kind="python", argv=["python3", script], arch="any")
-        render("run.sh.j2", out / "run.sh", mode=0o755, backend=self.name, target=request.target.name,
-               env=entry.env, argv=entry.argv)
+        entry = bundle.Entry(kind="python", argv=["python3", f"./{script}"], arch="any")
+        bundle.write_run_script(out, self.name, request.target.name, entry)
         return bundle.write_manifest(
             out, self.name, request.target.name, entry, request.model.inputs, request.model.outputs,
             extra={"requires": {"python": "3.11", "packages": [self.package, "numpy"]}},

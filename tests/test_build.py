@@ -1,0 +1,143 @@
+"""End to end: model file -> bundle -> run -> validate -> report, for each backend, plus the error paths."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolchain import validate
+from toolchain.build import BuildOptions, build, run_bench
+from toolchain.errors import BadInput, BuildError
+
+from conftest import PROJECT_ROOT, invoke
+
+PINNED_KEYS = {"target", "model", "backend", "artifacts", "validation", "bench", "memory", "toolchain"}
+
+
+def _build(tmp_path, target, model, backend, **kw):
+    return build(BuildOptions(target=target, model=model, backend=backend, out=tmp_path / "out", **kw))
+
+
+def _check_report(out: Path, target: str, backend: str) -> dict:
+    report = json.loads((out / "report.json").read_text())
+    assert PINNED_KEYS <= set(report)
+    assert report["target"] == target and report["backend"] == backend
+    assert {"path", "sha256"} <= set(report["model"])
+    assert {"passed", "max_abs_error", "top1_agreement", "samples"} <= set(report["validation"])
+    assert {"runner", "emulated", "latency_ms", "instructions_per_inference", "runs"} <= set(report["bench"])
+    for artifact in report["artifacts"]:
+        assert (out / artifact["path"]).stat().st_size == artifact["bytes"]
+    assert (out / "report.md").read_text().startswith("# edgeyard build report")
+    return report
+
+
+@pytest.mark.parametrize("backend,fixture", [("litert", "tiny_tflite"), ("onnxruntime", "tiny_onnx"),
+                                             ("tvm", "tiny_tflite"), ("tvm", "tiny_onnx"),
+                                             ("onnxruntime", "tiny_keras")])
+def test_host_build_validates(tmp_path, request, backend, fixture):
+    result = _build(tmp_path, "host", request.getfixturevalue(fixture), backend)
+    report = _check_report(result.out_dir, "host", backend)
+    v = report["validation"]
+    assert v["passed"] is True and v["ran"] and v["samples"] == validate.DEFAULT_SAMPLES
+    assert v["top1_agreement"] == 1.0
+    assert report["bench"]["runner"] == "host" and report["bench"]["emulated"] is False
+    assert report["bench"]["latency_ms"]["median"] > 0
+    assert not list(tmp_path.glob(".out.partial-*"))
+
+
+def test_second_build_is_cached(tmp_path, tiny_tflite):
+    first = _build(tmp_path, "host", tiny_tflite, "litert")
+    start = time.monotonic()
+    second = _build(tmp_path, "host", tiny_tflite, "litert")
+    assert second.cached and not first.cached
+    assert second.report == first.report
+    assert time.monotonic() - start < 5  # generous: the point is that nothing is rebuilt
+    # A changed option is a different key; a damaged artifact is not reused.
+    assert not _build(tmp_path, "host", tiny_tflite, "litert", samples=8).cached
+    runner = next(iter((tmp_path / "out" / "bundle").glob("run_*.py")))
+    runner.write_text(runner.read_text() + "\n# edited\n")
+    assert not _build(tmp_path, "host", tiny_tflite, "litert", samples=8).cached
+
+
+def test_cached_build_imports_no_heavy_library(tmp_path, tiny_tflite):
+    args = ["build", "--target", "host", "--backend", "litert", "--model", str(tiny_tflite), "--out", str(tmp_path)]
+    assert invoke(*args).returncode == 0
+    assert "cached: nothing to do" in invoke(*args).stdout
+    probe = (f"import sys; from pathlib import Path; from toolchain.build import BuildOptions, build; "
+             f"r = build(BuildOptions(target='host', model=Path({str(tiny_tflite)!r}), backend='litert', "
+             f"out=Path({str(tmp_path)!r}))); "
+             f"print(r.cached, sorted(m for m in ('tensorflow', 'keras', 'tvm', 'ai_edge_litert', 'onnxruntime') "
+             f"if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert out.stdout.split() == ["True", "[]"], out.stderr
+
+
+def test_rpi4_tvm_runs_under_qemu(tmp_path, tiny_tflite):
+    result = _build(tmp_path, "rpi4", tiny_tflite, "tvm")
+    report = _check_report(result.out_dir, "rpi4", "tvm")
+    assert report["validation"]["passed"] is True
+    assert report["bench"]["runner"] == "qemu-user" and report["bench"]["emulated"] is True
+    runner = (result.out_dir / "bundle" / "runner").read_bytes()
+    assert runner[:4] == b"\x7fELF" and int.from_bytes(runner[18:20], "little") == 183  # EM_AARCH64
+    for lib in ("libtvm_runtime.so", "libtvm_ffi.so"):
+        assert int.from_bytes((result.out_dir / "bundle" / "lib" / lib).read_bytes()[18:20], "little") == 183
+
+
+def test_rpi4_python_backend_is_not_faked_on_host(tmp_path, tiny_tflite):
+    report = _check_report(_build(tmp_path, "rpi4", tiny_tflite, "litert").out_dir, "rpi4", "litert")
+    assert report["validation"]["ran"] is False and report["validation"]["passed"] is False
+    assert report["validation"]["status"].startswith("not run on target")
+    assert report["bench"]["latency_ms"] is None and report["bench"]["runner"] is None
+
+
+def test_bench_updates_report(tmp_path, tiny_onnx):
+    result = run_bench(BuildOptions(target="host", model=tiny_onnx, backend="onnxruntime", out=tmp_path / "out"),
+                       runs=120, warmup=5)
+    report = json.loads((result.out_dir / "report.json").read_text())
+    assert report["bench"]["runs"] == 120 and report["bench"]["warmup"] == 5
+    assert report["bench"]["latency_ms"]["p90"] >= report["bench"]["latency_ms"]["median"] > 0
+
+
+def test_validation_failure_exits_1_and_leaves_nothing(tmp_path, tiny_tflite, monkeypatch):
+    monkeypatch.setitem(validate.FLOAT_TOLERANCE, "float32", -1.0)  # no result can be within this
+    with pytest.raises(BuildError, match=r"validation failed for litert on host: output .* is off by") as err:
+        _build(tmp_path, "host", tiny_tflite, "litert")
+    assert err.value.exit_code == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unavailable_backend_for_model_format(tmp_path, tiny_onnx):
+    with pytest.raises(BadInput, match="backend 'litert' compiles tflite models and cannot take a onnx model"):
+        _build(tmp_path, "host", tiny_onnx, "litert")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--model", "{tmp}/missing.tflite"], "missing.tflite: model file not found"),
+    (["--model", "{tmp}/garbage.tflite"], "garbage.tflite"),
+    (["--model", "{tmp}/garbage.onnx"], "garbage.onnx"),
+    (["--target", "nope"], "unknown target 'nope'"),
+    (["--backend", "nope"], "unknown backend 'nope'"),
+    (["--input-shape", "oops"], "--input-shape 'oops'"),
+])
+def test_cli_bad_input_exits_2(tmp_path, args, message):
+    (tmp_path / "garbage.tflite").write_bytes(b"\x00garbage bytes, not a flatbuffer" * 8)
+    (tmp_path / "garbage.onnx").write_bytes(b"\xffnot a protobuf at all" * 8)
+    argv = ["build", "--target", "host", "--out", str(tmp_path / "out")] + [a.format(tmp=tmp_path) for a in args]
+    result = invoke(*argv)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
+def test_default_model_builds_for_rpi4_via_cli(tmp_path):
+    result = invoke("build", "--target", "rpi4", "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    assert "validation: passed" in result.stdout and "emulated" in result.stdout
+    report = _check_report(tmp_path / "out", "rpi4", "tvm")
+    assert report["validation"]["accuracy"] > 0.9  # real held-out digits, not random inputs
+    assert report["validation"]["samples"] == 32
