@@ -20,12 +20,13 @@ def latency_ms(timings_ns: list[int]) -> dict | None:
     }
 
 
-def bench_section(runner_name: str | None, emulated: bool, timings_ns: list[int], warmup: int, threads: int) -> dict:
+def bench_section(runner_name: str | None, emulated: bool, timings_ns: list[int], warmup: int, threads: int,
+                  instructions_per_inference: int | None = None) -> dict:
     return {
         "runner": runner_name,
         "emulated": emulated,
         "latency_ms": latency_ms(timings_ns),
-        "instructions_per_inference": None,
+        "instructions_per_inference": instructions_per_inference,
         "runs": len(timings_ns),
         "warmup": warmup,
         "threads": threads,

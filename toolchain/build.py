@@ -182,10 +182,10 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
         else:
             progress(f"running the bundle on {runner.name} ({opts.samples} samples, {bench.BUILD_RUNS} timed runs)")
             result = runners.run_bundle(runner, plan.target, bundle_dir, manifest, inputs.tensors,
-                                        bench.BUILD_WARMUP, bench.BUILD_RUNS, opts.threads)
+                                        bench.BUILD_WARMUP, bench.BUILD_RUNS, opts.threads, count_instructions=True)
             validation = validate.compare(result.outputs, reference, compiled.outputs, inputs.labels)
             timing = bench.bench_section(runner.name, result.emulated, result.timings_ns, bench.BUILD_WARMUP,
-                                         opts.threads)
+                                         opts.threads, result.instructions_per_inference)
         validation.update(inputs=inputs.source, reference=reference_name(info))
         if validation["ran"] and not validation["passed"]:
             raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
@@ -224,8 +224,9 @@ def run_bench(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = 
     probe = ModelInfo(path=bundle_dir, format=manifest["backend"], sha256="", inputs=specs, outputs=[])
     inputs = validate.make_inputs(probe, samples=1)
     progress(f"timing {runs} runs after {warmup} warm-up runs on {runner.name}")
-    result = runners.run_bundle(runner, target, bundle_dir, manifest, inputs.tensors, warmup, runs, opts.threads)
+    result = runners.run_bundle(runner, target, bundle_dir, manifest, inputs.tensors, warmup, runs, opts.threads,
+                                count_instructions=True)
     updated = {**built.report, "bench": bench.bench_section(runner.name, result.emulated, result.timings_ns,
-                                                             warmup, opts.threads)}
+                                                             warmup, opts.threads, result.instructions_per_inference)}
     report.write(built.out_dir, updated)
     return BuildResult(built.out_dir, updated, cached=built.cached)

@@ -23,6 +23,7 @@ class RunResult:
     outputs: list[np.ndarray]  # each (samples, *output shape)
     timings_ns: list[int]  # one per timed repeat; empty when repeat was 0
     emulated: bool  # wall time came from an emulator, not the device
+    instructions_per_inference: int | None = None  # from runners that count instructions exactly
 
 
 class Runner(Protocol):
@@ -35,10 +36,16 @@ class Runner(Protocol):
     def command(self, target: Target, entry: Entry, threads: int) -> tuple[list[str], dict[str, str]]:
         """The argv prefix (before the protocol arguments) and extra environment to run the entry."""
 
+    # Optional, for runners that count instructions exactly (emulators with a counting plugin):
+    # def count_instructions(self, target, bundle_dir, manifest, in_dir, threads) -> int
+    #     instructions per inference of sample 0, the same figure run after run.
+
 
 def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, inputs: list[np.ndarray],
-               warmup: int = 0, repeat: int = 0, threads: int = 1, timeout_s: float = 600) -> RunResult:
-    """Run `inputs` (each (samples, *shape)) through the bundle with `runner`; time sample 0 if repeat > 0."""
+               warmup: int = 0, repeat: int = 0, threads: int = 1, timeout_s: float = 600,
+               count_instructions: bool = False) -> RunResult:
+    """Run `inputs` (each (samples, *shape)) through the bundle with `runner`; time sample 0 if repeat > 0,
+    and count its instructions when asked and the runner can."""
     samples = inputs[0].shape[0]
     entry = entry_of(manifest)
     argv, env = runner.command(target, entry, threads)
@@ -72,4 +79,7 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         timings = [int(line) for line in timings_path.read_text().split()] if repeat > 0 else []
         if repeat > 0 and len(timings) != repeat:
             raise BuildError(f"the {manifest['backend']} bundle reported {len(timings)} timings, expected {repeat}.")
-    return RunResult(outputs, timings, runner.emulated)
+        instructions = None
+        if count_instructions and hasattr(runner, "count_instructions"):
+            instructions = runner.count_instructions(target, bundle_dir, manifest, in_dir, threads)
+    return RunResult(outputs, timings, runner.emulated, instructions)
