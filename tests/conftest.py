@@ -18,7 +18,7 @@ def tiny_keras(tmp_path_factory) -> Path:
 
     keras.utils.set_random_seed(7)
     model = keras.Sequential([
-        keras.Input((8, 8, 1), name="image"),
+        keras.Input((8, 8, 1), batch_size=1, name="image"),  # a fixed batch, as to_tflite pins it
         keras.layers.Conv2D(4, 3, activation="relu"),
         keras.layers.Flatten(),
         keras.layers.Dense(3, activation="softmax"),
@@ -35,6 +35,22 @@ def tiny_tflite(tiny_keras, tmp_path_factory) -> Path:
 
     converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(tiny_keras))
     path = tmp_path_factory.mktemp("tflite") / "tiny_cnn.tflite"
+    path.write_bytes(converter.convert())
+    return path
+
+
+@pytest.fixture(scope="session")
+def hybrid_tflite(tmp_path_factory) -> Path:
+    """Dynamic-range (hybrid) quantized dense layer: int8 weights, float activations. LiteRT runs it;
+    TVM's Relax frontend cannot import it (like the MLPerf Tiny kws_ref_model_float32.tflite)."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((64,), batch_size=1)
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras.Model(inputs, keras.layers.Dense(32)(inputs)))
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # no representative data: weights-only int8
+    path = tmp_path_factory.mktemp("hybrid") / "hybrid_dense.tflite"
     path.write_bytes(converter.convert())
     return path
 

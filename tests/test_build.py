@@ -134,6 +134,15 @@ def test_cli_bad_input_exits_2(tmp_path, args, message):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+def test_op_the_backend_cannot_import_is_named_with_a_backend_that_can(tmp_path, hybrid_tflite):
+    result = invoke("build", "--target", "host", "--backend", "tvm", "--model", str(hybrid_tflite),
+                    "--out", str(tmp_path / "out"))
+    assert result.returncode == 2, result.stderr
+    assert "backend 'tvm' cannot import op FULLY_CONNECTED (dynamic-range quantized)" in result.stderr
+    assert "try --backend litert" in result.stderr
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
+
+
 def test_default_model_builds_for_rpi4_via_cli(tmp_path):
     result = invoke("build", "--target", "rpi4", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr

@@ -17,7 +17,7 @@ from typing import Callable
 from . import __version__, backends, bench, cache, report, runners, validate
 from .bundle import entry_of, read_manifest
 from .errors import BadInput, BuildError, EdgeyardError
-from .model.fingerprint import model_sha256
+from .model import model_sha256
 from .model.info import ModelInfo, TensorInfo
 from .paths import default_build_dir
 from .targets import Target, load_target
@@ -85,9 +85,11 @@ def _plan(opts: BuildOptions) -> _Plan:
         raise BadInput(f"{data}: dataset file not found.")
     stem = model_path.name.split(".")[0]
     out_dir = Path(opts.out) if opts.out else default_build_dir(target.name, stem, backend_name)
-    from .model.reference import reference_versions
+    from .model import model_format
+    from .model.reference import FRAMEWORKS, framework_versions
 
-    versions = {"edgeyard": __version__, **backend.versions(), **reference_versions(model_path)}
+    versions = {"edgeyard": __version__, **backend.versions(),
+                **framework_versions(FRAMEWORKS[model_format(model_path)])}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
                "data": model_sha256(Path(data)) if data else None}
     key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, options, versions)

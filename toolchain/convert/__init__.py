@@ -1,0 +1,108 @@
+"""Format conversion: Keras/SavedModel -> float32 TFLite, Keras/SavedModel/TFLite -> ONNX.
+
+Converters write only into `out_dir`, atomically (a temporary name, then a rename), and give the same
+bytes for the same model. Each returns load_model() of the file it wrote.
+"""
+
+import os
+from pathlib import Path
+
+from ..errors import BadInput, BuildError
+from ..model import ModelInfo, load_model
+from ..model.reasons import reason
+
+ONNX_OPSET = 17  # supported by tf2onnx 1.17, ONNX Runtime and TVM's ONNX frontend
+
+
+def to_tflite(info: ModelInfo, out_dir: Path) -> ModelInfo:
+    """A float32 .tflite with the inputs at the model's pinned (static) shapes; a .tflite passes through."""
+    if info.format == "tflite":
+        return info
+    if info.format == "onnx":
+        raise BadInput(f"cannot convert ONNX model {info.path} to TFLite; use --backend onnxruntime or tvm.")
+    import tensorflow as tf
+
+    from ..model.tf_model import concrete_function
+
+    function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
+    try:
+        # A concrete function without its trackable object: the converter freezes the variables into constants.
+        flatbuffer = tf.lite.TFLiteConverter.from_concrete_functions([function]).convert()
+    except Exception as err:  # the converter raises many types (ConverterError, ValueError, ...)
+        raise BuildError(f"converting {info.path} to TFLite failed: {reason(err)}.") from None
+    target = Path(out_dir) / f"{info.stem}.tflite"
+    _write_atomically(target, lambda temporary: temporary.write_bytes(flatbuffer))
+    return _reload(target, info)
+
+
+def to_onnx(info: ModelInfo, out_dir: Path) -> ModelInfo:
+    """An .onnx (opset 17) converted with tf2onnx; an .onnx passes through."""
+    if info.format == "onnx":
+        return info
+    target = Path(out_dir) / f"{info.stem}.onnx"
+    try:
+        _write_atomically(target, lambda temporary: _run_tf2onnx(info, temporary))
+    except BuildError:
+        raise
+    except Exception as err:  # tf2onnx surfaces TensorFlow's and its own many error types
+        raise BuildError(f"converting {info.path} to ONNX failed: {reason(err)}.") from None
+    return _reload(target, info)
+
+
+def _run_tf2onnx(info: ModelInfo, output: Path) -> None:
+    import onnx
+    import onnxruntime
+    import tensorflow as tf
+    import tf2onnx
+
+    from .onnx_canonical import canonicalize
+
+    if info.format == "tflite":
+        model, _ = tf2onnx.convert.from_tflite(str(info.path), opset=ONNX_OPSET)
+    else:
+        from ..model.tf_model import concrete_function
+
+        # The same concrete function to_tflite and the reference use (tf2onnx's from_keras fails on a
+        # Keras 3 Sequential). Its outputs come out as Identity, Identity_1, ... in order; name them as ModelInfo does.
+        function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
+        specs = [tf.TensorSpec(t.shape, tf.as_dtype(t.dtype), name=t.name) for t in info.inputs]
+        model, _ = tf2onnx.convert.from_function(
+            tf.function(lambda *tensors: function(*tensors)), input_signature=specs, opset=ONNX_OPSET
+        )
+        _rename_outputs(model.graph, [t.name for t in info.outputs])
+    canonicalize(model)
+    onnx.save(model, str(output))
+    # tf2onnx logs unsupported ops and still returns a model; ONNX Runtime refuses such a model.
+    try:
+        onnxruntime.InferenceSession(str(output), providers=["CPUExecutionProvider"])
+    except Exception as err:  # ONNX Runtime raises its own exception types
+        raise BuildError(
+            f"tf2onnx turned {info.path} into an ONNX model ONNX Runtime cannot load: {reason(err)}."
+        ) from None
+
+
+def _rename_outputs(graph, names: list[str]) -> None:
+    renamed = {value.name: name for value, name in zip(graph.output, names)}
+    for value in graph.output:
+        value.name = renamed[value.name]
+    for node in graph.node:
+        node.input[:] = [renamed.get(n, n) for n in node.input]
+        node.output[:] = [renamed.get(n, n) for n in node.output]
+
+
+def _write_atomically(target: Path, write) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")  # the pid keeps parallel builds apart
+    try:
+        write(temporary)
+        os.replace(temporary, target)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def _reload(target: Path, source: ModelInfo) -> ModelInfo:
+    """load_model() of a converted file, at the source's input shapes where the file left a dim dynamic."""
+    converted = load_model(target)
+    if [t.shape for t in converted.inputs] != [t.shape for t in source.inputs]:
+        converted = load_model(target, {c.name: s.shape for c, s in zip(converted.inputs, source.inputs)})
+    return converted

@@ -1,0 +1,97 @@
+"""The embedded default model: a small CNN trained on scikit-learn's bundled digits (real data, no download).
+
+Built once into the user's cache and reused; a cache hit checks files only and imports no TensorFlow.
+"""
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from ..paths import cache_dir
+
+VERSION = "digits-cnn-v1"  # bump when the data, the architecture or the training changes
+MODEL_NAME = "digits_cnn.keras"
+DATASET_NAME = "digits.npz"
+METRICS_NAME = "metrics.json"
+SEED = 1234
+TEST_FRACTION = 0.25
+EPOCHS = 10
+
+
+def default_model() -> tuple[Path, Path]:
+    """(the .keras model, the .npz dataset with x_train, y_train, x_test, y_test), built on first use."""
+    folder = cache_dir() / "default-model" / VERSION
+    if not all((folder / name).is_file() for name in (MODEL_NAME, DATASET_NAME, METRICS_NAME)):
+        _build(folder)
+    return folder / MODEL_NAME, folder / DATASET_NAME
+
+
+def _build(folder: Path) -> None:
+    """Train into a temporary sibling folder, then rename it into place: a killed build leaves nothing half-written."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    try:
+        _train(staging)
+        if folder.exists():  # incomplete (files deleted by hand): replace it
+            shutil.rmtree(folder)
+        try:
+            os.rename(staging, folder)
+        except OSError:
+            # Another process finished the same build first; its folder is as good as ours.
+            if not (folder / METRICS_NAME).is_file():
+                raise
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
+def _train(folder: Path) -> None:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    images = (digits.images / 16.0).astype(np.float32)[..., np.newaxis]  # [N, 8, 8, 1] in [0, 1]
+    labels = digits.target.astype(np.int32)
+    x_train, x_test, y_train, y_test = train_test_split(
+        images, labels, test_size=TEST_FRACTION, stratify=labels, random_state=SEED
+    )
+    keras.utils.set_random_seed(SEED)
+    # Same weights on every build with the same TensorFlow. This switch is process-wide; on the CPU
+    # it costs nothing noticeable to later TensorFlow work in the same process.
+    tf.config.experimental.enable_op_determinism()
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1), name="image"),
+            keras.layers.Conv2D(8, 3, activation="relu", padding="same"),
+            keras.layers.Conv2D(16, 3, activation="relu"),
+            keras.layers.MaxPooling2D(),
+            keras.layers.Flatten(),
+            keras.layers.Dense(10, activation="softmax", name="probabilities"),
+        ],
+        name="digits_cnn",
+    )
+    model.compile(optimizer=keras.optimizers.Adam(1e-2), loss="sparse_categorical_crossentropy", metrics=["accuracy"])
+    model.fit(x_train, y_train, batch_size=32, epochs=EPOCHS, shuffle=True, verbose=0)
+    _, accuracy = model.evaluate(x_test, y_test, verbose=0)
+    model.save(folder / MODEL_NAME)
+    np.savez(folder / DATASET_NAME, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    # Written last: its presence marks a complete build.
+    (folder / METRICS_NAME).write_text(
+        json.dumps(
+            {
+                "version": VERSION,
+                "test_accuracy": round(float(accuracy), 4),
+                "train_samples": len(x_train),
+                "test_samples": len(x_test),
+                "epochs": EPOCHS,
+                "seed": SEED,
+            },
+            indent=2,
+        )
+        + "\n"
+    )

@@ -1,0 +1,137 @@
+"""Reference outputs: run a model in its own framework, the yardstick a compiled build is validated against.
+
+Keras and SavedModel run in TensorFlow (a SavedModel through its serving signature), TFLite in LiteRT,
+ONNX in ONNX Runtime on the CPU.
+"""
+
+from importlib import metadata
+from typing import Callable
+
+import numpy as np
+
+from ..errors import BadInput, BuildError, EdgeyardError
+from .info import ModelInfo
+from .reasons import reason
+
+FRAMEWORKS = {"keras": "tensorflow", "savedmodel": "tensorflow", "tflite": "litert", "onnx": "onnxruntime"}
+# Distributions behind each framework; the first one installed gives the version.
+DISTRIBUTIONS = {
+    "tensorflow": {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",)},
+    "litert": {"ai-edge-litert": ("ai-edge-litert",)},
+    "onnxruntime": {"onnxruntime": ("onnxruntime",)},
+}
+
+Runner = Callable[[list[np.ndarray]], list[np.ndarray]]  # one sample (batch-pinned arrays) -> outputs
+
+
+def reference_outputs(info: ModelInfo, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    """Run N samples through the model: inputs[i].shape == (N, *info.inputs[i].shape).
+
+    The model runs sample by sample at its pinned shapes; outputs[k].shape == (N, *info.outputs[k].shape).
+    """
+    inputs = _checked_inputs(info, inputs)
+    try:
+        run = _runner(info)
+        per_sample = [run([x[n] for x in inputs]) for n in range(len(inputs[0]))]
+    except EdgeyardError:
+        raise
+    except Exception as err:  # each framework raises its own types
+        raise BuildError(f"{reference_name(info)} could not run {info.path}: {reason(err)}.") from None
+    return [np.stack([sample[k] for sample in per_sample]) for k in range(len(info.outputs))]
+
+
+def reference_name(info: ModelInfo) -> str:
+    return FRAMEWORKS[info.format]
+
+
+def reference_versions(info: ModelInfo) -> dict[str, str]:
+    """Versions of what reference_outputs runs for this model, read from package metadata (no import)."""
+    return framework_versions(reference_name(info))
+
+
+def framework_versions(framework: str) -> dict[str, str]:
+    """Versions of a reference framework's packages ("tensorflow", "litert" or "onnxruntime"), installed ones only."""
+    versions = {}
+    for name, distributions in DISTRIBUTIONS[framework].items():
+        for distribution in distributions:
+            try:
+                versions[name] = metadata.version(distribution)
+                break
+            except metadata.PackageNotFoundError:
+                continue
+    return versions
+
+
+def _checked_inputs(info: ModelInfo, inputs: list[np.ndarray]) -> list[np.ndarray]:
+    if len(inputs) != len(info.inputs):
+        raise BadInput(f"{info.path} takes {len(info.inputs)} inputs but {len(inputs)} were given.")
+    checked = []
+    for array, tensor in zip(inputs, info.inputs):
+        array = np.asarray(array)
+        if array.shape[1:] != tensor.shape:
+            raise BadInput(
+                f"input {tensor.name!r} of {info.path} needs samples of shape {list(tensor.shape)}, "
+                f"got an array of shape {list(array.shape)}."
+            )
+        # Widening or narrowing within a kind (float64 -> float32) is safe; float -> int8 needs quantizing first.
+        if not np.can_cast(array.dtype, tensor.dtype, casting="same_kind"):
+            raise BadInput(f"input {tensor.name!r} of {info.path} is {tensor.dtype}, got {array.dtype} data.")
+        checked.append(array.astype(tensor.dtype, copy=False))
+    if len({len(a) for a in checked}) > 1:
+        raise BadInput(f"the inputs for {info.path} hold different numbers of samples.")
+    return checked
+
+
+def _runner(info: ModelInfo) -> Runner:
+    if info.format == "tflite":
+        return _litert_runner(info)
+    if info.format == "onnx":
+        return _onnxruntime_runner(info)
+    return _tensorflow_runner(info)
+
+
+def _litert_runner(info: ModelInfo) -> Runner:
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=str(info.path))
+    input_details = interpreter.get_input_details()
+    for detail, tensor in zip(input_details, info.inputs):
+        if tuple(detail["shape"]) != tensor.shape:
+            interpreter.resize_tensor_input(detail["index"], list(tensor.shape), strict=True)
+    interpreter.allocate_tensors()
+    output_indices = [d["index"] for d in interpreter.get_output_details()]
+
+    def run(sample: list[np.ndarray]) -> list[np.ndarray]:
+        for detail, array in zip(input_details, sample):
+            interpreter.set_tensor(detail["index"], array)
+        interpreter.invoke()
+        return [interpreter.get_tensor(i).copy() for i in output_indices]
+
+    return run
+
+
+def _onnxruntime_runner(info: ModelInfo) -> Runner:
+    import onnxruntime
+
+    session = onnxruntime.InferenceSession(str(info.path), providers=["CPUExecutionProvider"])
+    input_names = [t.name for t in info.inputs]
+    output_names = [t.name for t in info.outputs]
+
+    def run(sample: list[np.ndarray]) -> list[np.ndarray]:
+        return session.run(output_names, dict(zip(input_names, sample)))
+
+    return run
+
+
+def _tensorflow_runner(info: ModelInfo) -> Runner:
+    import tensorflow as tf
+
+    from .tf_model import concrete_function
+
+    function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
+
+    def run(sample: list[np.ndarray]) -> list[np.ndarray]:
+        # A pruned (SavedModel) function binds tensors only, not numpy arrays.
+        return [result.numpy() for result in function(*(tf.constant(array) for array in sample))]
+
+    return run
