@@ -116,17 +116,17 @@ def test_unavailable_backend_for_model_format(tmp_path, tiny_onnx):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--model", "{tmp}/missing.tflite"], "missing.tflite: model file not found"),
-    (["--model", "{tmp}/garbage.tflite"], "garbage.tflite"),
-    (["--model", "{tmp}/garbage.onnx"], "garbage.onnx"),
+    (["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite: model file not found"),
+    (["--target", "host", "--model", "{tmp}/garbage.tflite"], "garbage.tflite"),
+    (["--target", "host", "--model", "{tmp}/garbage.onnx"], "garbage.onnx"),
     (["--target", "nope"], "unknown target 'nope'"),
-    (["--backend", "nope"], "unknown backend 'nope'"),
-    (["--input-shape", "oops"], "--input-shape 'oops'"),
+    (["--target", "host", "--backend", "nope"], "unknown backend 'nope'"),
+    (["--target", "host", "--input-shape", "oops"], "--input-shape 'oops'"),
 ])
 def test_cli_bad_input_exits_2(tmp_path, args, message):
     (tmp_path / "garbage.tflite").write_bytes(b"\x00garbage bytes, not a flatbuffer" * 8)
     (tmp_path / "garbage.onnx").write_bytes(b"\xffnot a protobuf at all" * 8)
-    argv = ["build", "--target", "host", "--out", str(tmp_path / "out")] + [a.format(tmp=tmp_path) for a in args]
+    argv = ["build", "--out", str(tmp_path / "out")] + [a.format(tmp=tmp_path) for a in args]
     result = invoke(*argv)
     assert result.returncode == 2, result.stderr
     assert message in result.stderr
