@@ -13,7 +13,7 @@ from toolchain import console
 HELP = {
     "target": "target profile name (see `invoke targets`)",
     "model": "model file: .keras/.h5, SavedModel folder, .tflite or .onnx (default: the embedded digits CNN)",
-    "backend": "tvm, litert or onnxruntime (default: the target's default backend)",
+    "backend": "tvm, litert or onnxruntime (default: the target's default backend); bench: all compares them",
     "out": "output folder (default: build/<target>/<model-stem>/<backend>/)",
     "input_shape": "pin an input's shape, NAME:1x49x10x1 (repeatable)",
     "data": ".npz with x/y (or x_test/y_test) for validation inputs and accuracy",
@@ -57,13 +57,17 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
       iterable=["input_shape"])
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, debug=False):
-    """Build if needed, then time inference (median, p90) and update report.json."""
-    from toolchain.build import run_bench
-
-    result = _finish(lambda: run_bench(_options(target, model, backend, out, input_shape, data, samples, threads),
-                                       runs, warmup, console.Progress()), debug)
+    """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain import report
+    from toolchain.build import compare_backends, run_bench
 
+    options = lambda: _options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
+                               samples, threads)
+    if backend == "all":
+        comparison = _finish(lambda: compare_backends(options(), runs, warmup, progress=console.Progress()), debug)
+        print(report.comparison_summary(comparison))
+        return
+    result = _finish(lambda: run_bench(options(), runs, warmup, console.Progress()), debug)
     print(report.summary(result.report))
 
 

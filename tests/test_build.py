@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from toolchain import validate
-from toolchain.build import BuildOptions, build, run_bench
+from toolchain.build import BuildOptions, build, compare_backends, run_bench
 from toolchain.errors import BadInput, BuildError
 
 from conftest import PROJECT_ROOT, invoke
@@ -99,6 +99,19 @@ def test_bench_updates_report(tmp_path, tiny_onnx):
     report = json.loads((result.out_dir / "report.json").read_text())
     assert report["bench"]["runs"] == 120 and report["bench"]["warmup"] == 5
     assert report["bench"]["latency_ms"]["p90"] >= report["bench"]["latency_ms"]["median"] > 0
+
+
+def test_backends_side_by_side(tmp_path, tiny_tflite):
+    comparison = compare_backends(BuildOptions(target="host", model=tiny_tflite, out=tmp_path), runs=10, warmup=1,
+                                  rounds=2)
+    rows = {row["backend"]: row for row in comparison["rows"]}
+    assert set(rows) == {"tvm", "litert", "onnxruntime"}
+    for name, row in rows.items():
+        assert row["error"] is None and row["validation"]["passed"] is True
+        assert row["bench"]["runs"] == 10 and row["bench"]["latency_ms"]["median"] > 0
+        assert json.loads((tmp_path / name / "report.json").read_text())["bench"]["runs"] == 10
+    table = (tmp_path / "comparison.md").read_text()
+    assert all(f"| {name} | passed |" in table for name in rows)
 
 
 def test_validation_failure_exits_1_and_leaves_nothing(tmp_path, tiny_tflite, monkeypatch):

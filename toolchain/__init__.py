@@ -10,3 +10,9 @@ import os as _os
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the one-line errors on stderr.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import logging as _logging
+
+# Converters log deprecation notes and progress through these loggers; errors still come through.
+for _name in ("absl", "tf2onnx", "tensorflow"):
+    _logging.getLogger(_name).setLevel(_logging.ERROR)

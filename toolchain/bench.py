@@ -4,6 +4,7 @@ import numpy as np
 
 DEFAULT_RUNS = 100
 DEFAULT_WARMUP = 10
+COMPARE_ROUNDS = 5  # `bench --backend all` interleaves the backends' runs in this many rounds
 BUILD_RUNS = 20  # the quick figure every build records; `invoke bench` replaces it
 BUILD_WARMUP = 3
 

@@ -9,7 +9,7 @@ import shutil
 import tempfile
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from typing import Callable
@@ -102,6 +102,7 @@ def _staging(out_dir: Path):
     created = [p for p in reversed(out_dir.absolute().parents) if not p.exists()]
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     stage = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
+    stage.chmod(0o755)  # mkdtemp makes it private; the result is an ordinary folder
     try:
         yield stage
     except BaseException:
@@ -210,25 +211,100 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
     return BuildResult(plan.out_dir, result_report, cached=False)
 
 
+def _probe_inputs(manifest: dict, bundle_dir: Path) -> list:
+    """One seeded random sample for timing, shaped from the bundle's own manifest (no model loading)."""
+    specs = [TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in manifest["inputs"]]
+    probe = ModelInfo(path=bundle_dir, format=manifest["backend"], sha256="", inputs=specs, outputs=[])
+    return validate.make_inputs(probe, samples=1).tensors
+
+
+@dataclass
+class _Timed:
+    """A built bundle ready to be timed, and the timings gathered so far."""
+
+    built: BuildResult
+    runner: object
+    manifest: dict
+    inputs: list
+    timings_ns: list = field(default_factory=list)
+    instructions: int | None = None
+
+    @classmethod
+    def prepare(cls, built: BuildResult, target: Target) -> "_Timed":
+        bundle_dir = built.out_dir / BUNDLE
+        manifest = read_manifest(bundle_dir)
+        runner, why = runners.select(target, entry_of(manifest))
+        if runner is None:
+            raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: {why}.")
+        return cls(built, runner, manifest, _probe_inputs(manifest, bundle_dir))
+
+    def run(self, target: Target, warmup: int, runs: int, threads: int, count_instructions: bool) -> None:
+        result = runners.run_bundle(self.runner, target, self.built.out_dir / BUNDLE, self.manifest, self.inputs,
+                                    warmup, runs, threads, count_instructions=count_instructions)
+        self.timings_ns += result.timings_ns
+        self.instructions = result.instructions_per_inference if count_instructions else self.instructions
+
+    def record(self, warmup: int, threads: int) -> BuildResult:
+        section = bench.bench_section(self.runner.name, self.runner.emulated, self.timings_ns, warmup, threads,
+                                      self.instructions)
+        updated = {**self.built.report, "bench": section}
+        report.write(self.built.out_dir, updated)
+        return BuildResult(self.built.out_dir, updated, cached=self.built.cached)
+
+
+def _check_bench_options(runs: int, warmup: int) -> None:
+    if runs < 1 or warmup < 0:
+        raise BadInput(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup}).")
+
+
 def run_bench(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
               progress: Progress = _quiet) -> BuildResult:
     """Build if needed, then time `runs` inferences after `warmup` and update the folder's report."""
-    if runs < 1 or warmup < 0:
-        raise BadInput(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup}).")
-    built = build(opts, progress)
+    _check_bench_options(runs, warmup)
     target = load_target(opts.target)
-    bundle_dir = built.out_dir / BUNDLE
-    manifest = read_manifest(bundle_dir)
-    runner, why = runners.select(target, entry_of(manifest))
-    if runner is None:
-        raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: {why}.")
-    specs = [TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in manifest["inputs"]]
-    probe = ModelInfo(path=bundle_dir, format=manifest["backend"], sha256="", inputs=specs, outputs=[])
-    inputs = validate.make_inputs(probe, samples=1)
-    progress(f"timing {runs} runs after {warmup} warm-up runs on {runner.name}")
-    result = runners.run_bundle(runner, target, bundle_dir, manifest, inputs.tensors, warmup, runs, opts.threads,
-                                count_instructions=True)
-    updated = {**built.report, "bench": bench.bench_section(runner.name, result.emulated, result.timings_ns,
-                                                             warmup, opts.threads, result.instructions_per_inference)}
-    report.write(built.out_dir, updated)
-    return BuildResult(built.out_dir, updated, cached=built.cached)
+    timed = _Timed.prepare(build(opts, progress), target)
+    progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
+    timed.run(target, warmup, runs, opts.threads, count_instructions=True)
+    return timed.record(warmup, opts.threads)
+
+
+def compare_backends(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
+                     rounds: int = bench.COMPARE_ROUNDS, progress: Progress = _quiet) -> dict:
+    """Build and time every backend of the target side by side.
+
+    Runs are interleaved in `rounds` (each backend in turn, every round), so a noisy machine slows
+    all backends alike. A backend that cannot build is a row with its reason, not a failure.
+    Writes comparison.json and comparison.md beside the backends' build folders; returns the comparison.
+    """
+    _check_bench_options(runs, warmup)
+    target = load_target(opts.target)
+    rows, timed = [], []
+    out_root = None
+    for name in target.backends:
+        backend_opts = replace(opts, backend=name, out=opts.out / name if opts.out else None)
+        try:
+            built = build(backend_opts, progress)
+            out_root = out_root or built.out_dir.parent
+            rows.append({"backend": name, "out_dir": str(built.out_dir), "error": None})
+            if built.report["validation"]["ran"]:
+                timed.append(_Timed.prepare(built, target))
+        except EdgeyardError as err:
+            rows.append({"backend": name, "out_dir": None, "error": str(err)})
+    per_round = -(-runs // rounds)  # ceiling: at least `runs` in all
+    for round_index in range(rounds):
+        for item in timed:
+            progress(f"round {round_index + 1}/{rounds}: {per_round} runs of {item.manifest['backend']}")
+            item.run(target, warmup, per_round, opts.threads, count_instructions=round_index == 0)
+    results = {item.manifest["backend"]: item.record(warmup, opts.threads).report for item in timed}
+    for row in rows:
+        if row["out_dir"] is not None:
+            result = results.get(row["backend"]) or report.read(Path(row["out_dir"]))
+            row.update(validation=result["validation"], bench=result["bench"])
+    if out_root is None:
+        raise BuildError(f"no backend of {target.name} could build this model: "
+                         + "; ".join(f"{r['backend']}: {r['error']}" for r in rows))
+    model_path = next(r["model"]["path"] for r in results.values()) if results else str(opts.model)
+    comparison = {"target": target.name, "model": model_path, "rounds": rounds,
+                  "threads": opts.threads, "rows": rows, "out_dir": str(out_root)}
+    report.write_comparison(out_root, comparison)
+    return comparison

@@ -17,6 +17,15 @@ def write(out_dir: Path, report: dict) -> None:
     os.replace(tmp, out_dir / "report.md")
 
 
+def write_comparison(out_dir: Path, comparison: dict) -> None:
+    """comparison.json and comparison.md: every backend of one target side by side."""
+    _atomic_write(out_dir / "comparison.json", json.dumps(comparison, indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".comparison.md.")
+    os.close(fd)
+    render("comparison.md.j2", Path(tmp), comparison=comparison)
+    os.replace(tmp, out_dir / "comparison.md")
+
+
 def read(out_dir: Path) -> dict:
     return json.loads((out_dir / "report.json").read_text())
 
@@ -46,3 +55,21 @@ def summary(report: dict) -> str:
     size = sum(a["bytes"] for a in report["artifacts"])
     lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
     return "\n".join(lines)
+
+
+def comparison_summary(comparison: dict) -> str:
+    from .console import table
+
+    rows = []
+    for row in comparison["rows"]:
+        if row["error"]:
+            rows.append([row["backend"], f"could not build: {row['error']}", "-", "-", "-", "-"])
+            continue
+        v, b = row["validation"], row["bench"]
+        latency = b["latency_ms"]
+        rows.append([row["backend"], v["status"], f"{latency['median']:.3f}" if latency else "-",
+                     f"{latency['p90']:.3f}" if latency else "-",
+                     f"{b['instructions_per_inference']:,}" if b["instructions_per_inference"] else "-",
+                     (b["runner"] or "-") + (" (emulated)" if b["emulated"] else "")])
+    head = f"{Path(comparison['model']).name} on {comparison['target']} -> {comparison['out_dir']}/comparison.md"
+    return head + "\n" + table(["backend", "validation", "median ms", "p90 ms", "instructions", "runner"], rows)

@@ -5,6 +5,7 @@ bytes for the same model. Each returns load_model() of the file it wrote.
 """
 
 import os
+import warnings
 from pathlib import Path
 
 from ..errors import BadInput, BuildError
@@ -58,7 +59,9 @@ def _run_tf2onnx(info: ModelInfo, output: Path) -> None:
     from .onnx_canonical import canonicalize
 
     if info.format == "tflite":
-        model, _ = tf2onnx.convert.from_tflite(str(info.path), opset=ONNX_OPSET)
+        with warnings.catch_warnings():  # tf2onnx reads the graph with tf.lite.Interpreter, deprecated in TF 2.20
+            warnings.simplefilter("ignore", UserWarning)
+            model, _ = tf2onnx.convert.from_tflite(str(info.path), opset=ONNX_OPSET)
     else:
         from ..model.tf_model import concrete_function
 
