@@ -9,21 +9,22 @@ from .codegen import render
 
 
 def write(out_dir: Path, report: dict) -> None:
-    """Write report.json and report.md; each replaces its old version atomically."""
-    _atomic_write(out_dir / "report.json", json.dumps(report, indent=2) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".report.md.")
-    os.close(fd)
-    render("report.md.j2", Path(tmp), report=report)
-    os.replace(tmp, out_dir / "report.md")
+    """report.json and report.md."""
+    _write_json_and_markdown(out_dir, "report", report)
 
 
 def write_comparison(out_dir: Path, comparison: dict) -> None:
     """comparison.json and comparison.md: every backend of one target side by side."""
-    _atomic_write(out_dir / "comparison.json", json.dumps(comparison, indent=2) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".comparison.md.")
+    _write_json_and_markdown(out_dir, "comparison", comparison)
+
+
+def _write_json_and_markdown(out_dir: Path, stem: str, data: dict) -> None:
+    """<stem>.json and <stem>.md (from templates/<stem>.md.j2); each replaces its old version atomically."""
+    _atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.md.")
     os.close(fd)
-    render("comparison.md.j2", Path(tmp), comparison=comparison)
-    os.replace(tmp, out_dir / "comparison.md")
+    render(f"{stem}.md.j2", Path(tmp), **{stem: data})
+    os.replace(tmp, out_dir / f"{stem}.md")
 
 
 def read(out_dir: Path) -> dict:
