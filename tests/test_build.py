@@ -129,7 +129,7 @@ def test_unavailable_backend_for_model_format(tmp_path, tiny_onnx):
 
 
 @pytest.mark.parametrize("args,message", [
-    (["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite: model file not found"),
+    (["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite does not exist"),
     (["--target", "host", "--model", "{tmp}/garbage.tflite"], "garbage.tflite"),
     (["--target", "host", "--model", "{tmp}/garbage.onnx"], "garbage.onnx"),
     (["--target", "nope"], "unknown target 'nope'"),

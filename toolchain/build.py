@@ -78,9 +78,7 @@ def _plan(opts: BuildOptions) -> _Plan:
         model_path, default_data = default_model()
         data = data or default_data
     else:
-        model_path = Path(opts.model)
-        if not model_path.exists():
-            raise BadInput(f"{model_path}: model file not found.")
+        model_path = Path(opts.model)  # model_format() below says so when it is missing
     if data is not None and not Path(data).is_file():
         raise BadInput(f"{data}: dataset file not found.")
     stem = model_path.name.split(".")[0]
