@@ -49,8 +49,8 @@ def test_missing_key_names_file_and_key(tmp_path):
 
 
 def test_nested_unknown_key(tmp_path):
-    path = _write(tmp_path, _profile() + "flash_bytes = 3\n")  # lands inside [memory]
-    with pytest.raises(BadInput, match=r"unknown key 'memory\.flash_bytes'"):
+    path = _write(tmp_path, _profile() + "colour = 3\n")  # lands inside [memory]
+    with pytest.raises(BadInput, match=r"unknown key 'memory\.colour'"):
         load_target_file(path)
 
 

@@ -21,15 +21,24 @@ def latency_ms(timings_ns: list[int]) -> dict | None:
     }
 
 
-def bench_section(runner_name: str | None, emulated: bool, timings_ns: list[int], warmup: int, threads: int,
+def timing_note(runner) -> str | None:
+    """What a runner's latency figures are, when they are not times measured on the device."""
+    if runner is None:
+        return None
+    default = "wall time under emulation, not device time" if runner.emulated else None
+    return getattr(runner, "timing_note", default)
+
+
+def bench_section(runner, timings_ns: list[int], warmup: int, threads: int,
                   instructions_per_inference: int | None = None) -> dict:
+    """The report's `bench` section; `runner` is None when the bundle could not run."""
     return {
-        "runner": runner_name,
-        "emulated": emulated,
+        "runner": runner.name if runner else None,
+        "emulated": bool(runner and runner.emulated),
         "latency_ms": latency_ms(timings_ns),
         "instructions_per_inference": instructions_per_inference,
         "runs": len(timings_ns),
         "warmup": warmup,
         "threads": threads,
-        "note": "wall time under emulation, not device time" if emulated and timings_ns else None,
+        "note": timing_note(runner) if timings_ns else None,
     }

@@ -19,7 +19,7 @@ from .bundle import entry_of, read_manifest
 from .errors import BadInput, BuildError, EdgeyardError
 from .model import model_sha256
 from .model.info import ModelInfo, TensorInfo
-from .paths import default_build_dir
+from .paths import build_dir_for
 from .targets import Target, load_target
 
 Progress = Callable[[str], None]
@@ -81,8 +81,7 @@ def _plan(opts: BuildOptions) -> _Plan:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
     if data is not None and not Path(data).is_file():
         raise BadInput(f"{data}: dataset file not found.")
-    stem = model_path.name.split(".")[0]
-    out_dir = Path(opts.out) if opts.out else default_build_dir(target.name, stem, backend_name)
+    out_dir = build_dir_for(target.name, str(model_path), backend_name, opts.out)
     from .model import model_format
     from .model.reference import FRAMEWORKS, framework_versions
 
@@ -179,14 +178,14 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
         runner, why = runners.select(plan.target, entry_of(manifest))
         if runner is None:
             validation = validate.not_run(why, opts.samples)
-            timing = bench.bench_section(None, False, [], 0, opts.threads)
+            timing = bench.bench_section(None, [], 0, opts.threads)
         else:
             progress(f"running the bundle on {runner.name} ({opts.samples} samples, {bench.BUILD_RUNS} timed runs)")
             result = runners.run_bundle(runner, plan.target, bundle_dir, manifest, inputs.tensors,
                                         bench.BUILD_WARMUP, bench.BUILD_RUNS, opts.threads, count_instructions=True)
             validation = validate.compare(result.outputs, reference, compiled.outputs, inputs.labels)
-            timing = bench.bench_section(runner.name, result.emulated, result.timings_ns, bench.BUILD_WARMUP,
-                                         opts.threads, result.instructions_per_inference)
+            timing = bench.bench_section(runner, result.timings_ns, bench.BUILD_WARMUP, opts.threads,
+                                         result.instructions_per_inference)
         validation.update(inputs=inputs.source, reference=reference_name(info))
         if validation["ran"] and not validation["passed"]:
             raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
@@ -201,7 +200,7 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
             "artifacts": [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in manifest["files"]],
             "validation": validation,
             "bench": timing,
-            "memory": None,  # Linux boards: no static RAM/flash budget to check
+            "memory": manifest.get("memory"),  # bare-metal bundles: flash and RAM from the ELF; Linux: None
             "toolchain": plan.versions,
             "build_seconds": round(time.time() - started, 2),
         }
@@ -243,8 +242,7 @@ class _Timed:
         self.instructions = result.instructions_per_inference if count_instructions else self.instructions
 
     def record(self, warmup: int, threads: int) -> BuildResult:
-        section = bench.bench_section(self.runner.name, self.runner.emulated, self.timings_ns, warmup, threads,
-                                      self.instructions)
+        section = bench.bench_section(self.runner, self.timings_ns, warmup, threads, self.instructions)
         updated = {**self.built.report, "bench": section}
         report.write(self.built.out_dir, updated)
         return BuildResult(self.built.out_dir, updated, cached=self.built.cached)

@@ -16,5 +16,13 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-def default_build_dir(target: str, model_stem: str, backend: str) -> Path:
-    return Path("build") / target / model_stem / backend
+
+DEFAULT_MODEL_STEM = "digits_cnn"  # the embedded default model's file stem (toolchain/model/default.py)
+
+
+def build_dir_for(target: str, model: str | None, backend: str, out: str | None) -> Path:
+    """The folder a build with these options writes to: --out, else build/<target>/<model-stem>/<backend>/."""
+    if out:
+        return Path(out)
+    stem = Path(model).name.split(".")[0] if model else DEFAULT_MODEL_STEM
+    return Path("build") / target / stem / backend

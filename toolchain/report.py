@@ -50,10 +50,14 @@ def summary(report: dict) -> str:
     else:
         lines.append(f"validation: {v['status']}")
     if b["latency_ms"]:
-        label = " (emulated wall time, not device time)" if b["emulated"] else ""
+        label = f" ({b['note']})" if b["note"] else ""
         lines.append(f"latency: median {b['latency_ms']['median']:.3f} ms, p90 {b['latency_ms']['p90']:.3f} ms "
                      f"over {b['runs']} runs on {b['runner']}{label}")
     size = sum(a["bytes"] for a in report["artifacts"])
+    if b["instructions_per_inference"]:
+        lines.append(f"instructions per inference: {b['instructions_per_inference']:,} (instructions, not cycles)")
+    if report.get("memory"):
+        lines.append(f"memory: flash {report['memory']['flash_bytes']:,} B, RAM {report['memory']['ram_bytes']:,} B")
     lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
     return "\n".join(lines)
 
@@ -71,6 +75,6 @@ def comparison_summary(comparison: dict) -> str:
         rows.append([row["backend"], v["status"], f"{latency['median']:.3f}" if latency else "-",
                      f"{latency['p90']:.3f}" if latency else "-",
                      f"{b['instructions_per_inference']:,}" if b["instructions_per_inference"] else "-",
-                     (b["runner"] or "-") + (" (emulated)" if b["emulated"] else "")])
+                     (b["runner"] or "-") + (" (emulated)" if b["emulated"] else "")])  # the note is in comparison.md
     head = f"{Path(comparison['model']).name} on {comparison['target']} -> {comparison['out_dir']}/comparison.md"
     return head + "\n" + table(["backend", "validation", "median ms", "p90 ms", "instructions", "runner"], rows)

@@ -9,10 +9,10 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from ..paths import cache_dir
+from ..paths import DEFAULT_MODEL_STEM, cache_dir
 
 VERSION = "digits-cnn-v1"  # bump when the data, the architecture or the training changes
-MODEL_NAME = "digits_cnn.keras"
+MODEL_NAME = f"{DEFAULT_MODEL_STEM}.keras"
 DATASET_NAME = "digits.npz"
 METRICS_NAME = "metrics.json"
 SEED = 1234
