@@ -16,7 +16,6 @@ def cache_dir() -> Path:
     return Path(root)
 
 
-
 DEFAULT_MODEL_STEM = "digits_cnn"  # the embedded default model's file stem (toolchain/model/default.py)
 
 
