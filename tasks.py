@@ -103,3 +103,19 @@ def test(c, slow=False, k=None, x=False):
     code = subprocess.run(argv).returncode
     if code:
         raise Exit(code=code)
+
+
+@task(help={"target": HELP["target"], "model": HELP["model"], "backend": HELP["backend"], "out": HELP["out"],
+            "probe": "pyocd, openocd or st-flash (default: the target's)", "dry_run": "print the commands only",
+            "debug": HELP["debug"]})
+def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, dry_run=False, debug=False):
+    """Write a build's firmware to the board with a debug probe (after checking it against the manifest)."""
+    import shlex
+    from pathlib import Path
+
+    from toolchain.flashers import flash as write_firmware
+    from toolchain.paths import build_dir_for
+
+    out_dir = build_dir_for(target, model, backend, out)
+    print("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run),
+                                                         debug)))
