@@ -24,8 +24,9 @@ from pathlib import Path
 
 MANIFEST = "manifest.json"
 
-# How the entry program runs: a native executable, or a script for the board's python3.
-ENTRY_KINDS = ("native", "python")
+# How the entry program runs: a native executable, a script for the board's python3, or a
+# bare-metal firmware image that takes the protocol's arguments over semihosting.
+ENTRY_KINDS = ("native", "python", "firmware")
 
 
 @dataclass

@@ -20,8 +20,56 @@ _SCHEMA: dict = {
     "default_backend": (str, True),
     "runners": (list, True),
     "tvm_target": (dict, True),
-    "emulator": ({"command": (list, True)}, False),
-    "memory": ({"ram_bytes": (int, True), "storage_bytes": (int, True)}, True),
+    # Backends this board cannot use, each with the reason given to a user who asks for it.
+    "unavailable_backends": (dict, False),
+    "emulator": ({
+        "command": (list, True),
+        # Bare-metal boards (os "none"): the emulator's memory map in firmware/ld/, its SysTick
+        # clock (ticks -> instructions under -icount shift=0), and how long one run may take.
+        "linker_script": (str, False),
+        "systick_hz": (int, False),
+        "timeout_s": (int, False),
+        # Linux boards: the board's /proc/cpuinfo inside the emulated userland (LiteRT and ONNX
+        # Runtime pick their kernels from it; see templates/cpuinfo.j2).
+        "cpuinfo": ({
+            "cores": (int, True),
+            "implementer": (str, True),
+            "variant": (str, True),
+            "part": (str, True),
+            "revision": (int, True),
+            "features": (str, True),
+            "model": (str, True),
+        }, False),
+    }, False),
+    "memory": ({"ram_bytes": (int, True), "storage_bytes": (int, True), "flash_bytes": (int, False)}, True),
+    # Bare-metal boards: how firmware is compiled and linked for the real board.
+    "firmware": ({
+        "cflags": (list, True),  # CPU and FPU flags for arm-none-eabi-gcc
+        "linker_script": (str, True),  # the board's memory map in firmware/ld/
+        "stack_bytes": (int, True),  # stack budget reserved at the bottom of RAM
+    }, False),
+    # Boards with a debug probe: what `invoke flash` passes to each tool.
+    "flash": ({
+        "default_probe": (str, True),
+        "pyocd_target": (str, False),  # pyocd --target name (from the device's CMSIS pack)
+        "openocd_config": (str, False),  # openocd -f script (board or target config)
+        "address": (int, False),  # where a raw .bin goes (st-flash write)
+    }, False),
+    # Boards with an Arm Ethos-U NPU: what Vela compiles for, every setting named (no vela.ini defaults).
+    "ethos_u": ({
+        "accelerator_config": (str, True),  # vela --accelerator-config, e.g. ethos-u55-128 (MACs per cycle)
+        "config_file": (str, True),  # vela --config, e.g. Arm/vela.ini (shipped with Vela)
+        "system_config": (str, True),  # vela --system-config: clocks and memory ports
+        "memory_mode": (str, True),  # vela --memory-mode: where weights and tensors live
+    }, False),
+    # FPGA boards and cards: the part hls4ml's HLS project is written for, and its fixed-point types.
+    "fpga": ({
+        "part": (str, True),  # AMD/Xilinx part number
+        "clock_mhz": (int, True),  # the design's target clock
+        "precision": (str, True),  # default fixed-point type, e.g. ap_fixed<18,8>
+        "layer_precision": (dict, False),  # layer name -> fixed-point type, overriding precision
+        "reuse_factor": (int, False),  # multiplications sharing one multiplier (hls4ml ReuseFactor; 1 by default)
+    }, False),
 }
 
 
@@ -41,6 +89,11 @@ class Target:
     memory: dict
     path: Path
     emulator: dict | None = None
+    firmware: dict | None = None
+    flash: dict | None = None
+    unavailable_backends: dict | None = None
+    ethos_u: dict | None = None
+    fpga: dict | None = None
     sha256: str = field(default="", compare=False)
 
     @property
@@ -66,6 +119,17 @@ def _check(data: dict, schema: dict, path: Path, prefix: str = "") -> None:
             raise BadInput(f"{path}: '{prefix}{key}' must be of type {kind.__name__}, not {type(value).__name__}.")
 
 
+def _check_bare_metal(data: dict, path: Path) -> None:
+    """What a bare-metal target (os "none") must say on top of the schema."""
+    if "firmware" not in data:
+        raise BadInput(f"{path}: a bare-metal target (os \"none\") needs a [firmware] table.")
+    if "flash_bytes" not in data["memory"]:
+        raise BadInput(f"{path}: a bare-metal target (os \"none\") needs 'memory.flash_bytes'.")
+    for key in ("linker_script", "systick_hz", "timeout_s"):
+        if "emulator" in data and key not in data["emulator"]:
+            raise BadInput(f"{path}: a bare-metal target's emulator needs 'emulator.{key}'.")
+
+
 def load_target_file(path: Path) -> Target:
     import hashlib
 
@@ -79,6 +143,8 @@ def load_target_file(path: Path) -> Target:
         raise BadInput(f"{path}: 'name' is '{data['name']}' but the file is named '{path.stem}.toml'.")
     if data["default_backend"] not in data["backends"]:
         raise BadInput(f"{path}: default_backend '{data['default_backend']}' is not in backends {data['backends']}.")
+    if data["os"] == "none":
+        _check_bare_metal(data, path)
     return Target(
         **{**data, "backends": tuple(data["backends"]), "runners": tuple(data["runners"])},
         path=path,

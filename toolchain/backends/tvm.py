@@ -102,7 +102,10 @@ def _import(model: ModelInfo):
         import tflite
         from tvm.relax.frontend.tflite import from_tflite
 
-        return from_tflite(tflite.Model.GetRootAsModel(model.path.read_bytes(), 0), shape_dict=shape_dict, dtype_dict=dtype_dict)
+        from .tvm_tflite_import import int8_operator_converter
+
+        tflite_model = tflite.Model.GetRootAsModel(model.path.read_bytes(), 0)
+        return from_tflite(tflite_model, shape_dict=shape_dict, dtype_dict=dtype_dict, op_converter=int8_operator_converter())
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
@@ -165,7 +168,7 @@ def _runner_tensors(tensors: list[TensorInfo]) -> list[dict]:
     return rendered
 
 
-def _compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path) -> None:
+def _compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path, device: str = "cpu") -> None:
     bundle_dir, model, target = request.bundle_dir, request.model, request.target
     render(
         "tvm_runner.cpp.j2",
@@ -174,6 +177,7 @@ def _compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path) -> No
         target=target.name,
         inputs=_runner_tensors(model.inputs),
         outputs=_runner_tensors(model.outputs),
+        device=device,
     )
     lib_dir = bundle_dir / "lib"
     lib_dir.mkdir(exist_ok=True)
@@ -196,7 +200,7 @@ def _compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path) -> No
 class TvmBackend:
     name = "tvm"
     formats = ("tflite", "onnx")
-    target_os = ("linux",)
+    target_os = ("linux", "none")
     description = "Apache TVM (Relax, default pipeline with fusion): model.so and a C++ runner on the TVM runtime"
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
@@ -210,6 +214,14 @@ class TvmBackend:
         model, target, bundle_dir = request.model, request.target, request.bundle_dir
         if model.format not in self.formats:
             raise BadInput(f"backend tvm compiles {' or '.join(self.formats)} models, not {model.format}.")
+        if target.os == "none":  # microcontrollers: static C driver and firmware, no TVM runtime
+            from .tvm_micro import compile_for_microcontroller
+
+            return compile_for_microcontroller(request)
+        if target.tvm_target["kind"] == "cuda":  # NVIDIA GPUs: device code built with the CUDA toolkit
+            from .tvm_cuda import compile_for_gpu
+
+            return compile_for_gpu(request)
         # Find the tools before the slow steps, so a missing one fails at once.
         gxx = cross.find_tool(target, "g++")
         runtime_dir = runtimes.tvm_runtime_dir(target.arch)
@@ -251,11 +263,11 @@ class TvmBackend:
 
 @lru_cache(maxsize=1)
 def _compiler_versions() -> dict[str, str]:
-    """Versions of the installed g++ of every target this backend serves (versions() has no target)."""
+    """Versions of the installed compiler of every target this backend serves (versions() has no target)."""
     compilers = {}
     for target in all_targets():
         if "tvm" in target.backends:
-            name = f"{target.cross_prefix}g++"
+            name = f"{target.cross_prefix}{'gcc' if target.os == 'none' else 'g++'}"
             path = shutil.which(name)
             compilers[name] = cross.tool_version(path) if path else "not installed"
     return compilers

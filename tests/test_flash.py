@@ -1,0 +1,77 @@
+"""Flashing: command lines from the target file, the image checked against the build, the tool looked up."""
+
+import os
+import shutil
+import stat
+from pathlib import Path
+
+import pytest
+
+from toolchain.build import BuildOptions, build
+from toolchain.errors import BadInput, MissingTool
+from toolchain.flashers import flash, names
+
+BOARD = "nucleo-l4r5zi"
+
+
+@pytest.fixture(scope="module")
+def built(tiny_tflite, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("flash") / "out"
+    build(BuildOptions(target=BOARD, model=tiny_tflite, backend="tvm", out=out))
+    return out
+
+
+def test_probes_are_registered():
+    assert {"openocd", "pyocd", "st-flash"} <= set(names())
+
+
+@pytest.mark.parametrize("probe,expected", [
+    ("pyocd", [["pyocd", "load", "--target", "stm32l4r5zitx", "{bundle}/firmware.elf"]]),
+    ("openocd", [["openocd", "-f", "board/st_nucleo_l4.cfg", "-c", "program {{{bundle}/firmware.elf}} verify reset exit"]]),
+    ("st-flash", [["st-flash", "--reset", "write", "{bundle}/firmware.bin", "0x08000000"]]),
+])
+def test_dry_run_gives_the_exact_commands(built, probe, expected):
+    bundle = (built / "bundle").resolve()
+    assert flash(BOARD, built, probe, dry_run=True) == [[arg.format(bundle=bundle) for arg in argv] for argv in expected]
+
+
+def test_default_probe_comes_from_the_target(built):
+    assert flash(BOARD, built, dry_run=True)[0][0] == "pyocd"
+
+
+def test_missing_tool_exits_3_with_the_install_hint(built, monkeypatch, tmp_path):
+    monkeypatch.setenv("PATH", str(tmp_path))
+    with pytest.raises(MissingTool, match="st-flash is not installed; install it with: apt-get install stlink-tools") as err:
+        flash(BOARD, built, "st-flash")
+    assert err.value.exit_code == 3
+
+
+def test_runs_the_tool_with_those_commands(built, monkeypatch, tmp_path):
+    """A stand-in st-flash records its arguments: flash() runs exactly what the dry run shows."""
+    record = tmp_path / "arguments"
+    tool = tmp_path / "st-flash"
+    tool.write_text(f'#!/bin/sh\nprintf "%s\\n" "$@" > {record}\n')
+    tool.chmod(tool.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{tmp_path}{os.pathsep}{os.environ['PATH']}")
+    commands = flash(BOARD, built, "st-flash")
+    assert commands == flash(BOARD, built, "st-flash", dry_run=True)
+    assert record.read_text().split() == commands[0][1:]
+
+
+def test_changed_image_is_refused(built, tmp_path):
+    copy = tmp_path / "out"
+    shutil.copytree(built, copy)
+    with open(copy / "bundle" / "firmware.elf", "ab") as image:
+        image.write(b"\0")
+    with pytest.raises(BadInput, match=r"firmware.elf is missing or is not the image the build made") as err:
+        flash(BOARD, copy, "pyocd", dry_run=True)
+    assert err.value.exit_code == 2
+
+
+def test_build_for_another_target_or_no_build_is_refused(built, tmp_path):
+    with pytest.raises(BadInput, match="holds a build for nucleo-l4r5zi, not firmware for stm32f746g-disco"):
+        flash("stm32f746g-disco", built, dry_run=True)
+    with pytest.raises(BadInput, match="holds no build"):
+        flash(BOARD, tmp_path, dry_run=True)
+    with pytest.raises(BadInput, match="corstone-300 has no \\[flash\\] table"):
+        flash("corstone-300", built, dry_run=True)
