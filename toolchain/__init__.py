@@ -10,6 +10,9 @@ import os as _os
 
 # TensorFlow's C++ start-up chatter (oneDNN, CUDA probing) would bury the one-line errors on stderr.
 _os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# ONNX Runtime 1.32 starts a telemetry uploader at import (a thread, a store under ~/.cache/Microsoft,
+# network lookups) unless told not to.
+_os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 
 import logging as _logging
 

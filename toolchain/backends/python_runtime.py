@@ -26,6 +26,7 @@ class PythonRuntimeBackend:
     package: str  # PyPI distribution the board needs
     description: str
     target_os: tuple[str, ...] = ("linux",)
+    env: tuple[tuple[str, str], ...] = ()  # environment the runner script needs on the board
 
     @property
     def formats(self) -> tuple[str, ...]:
@@ -53,7 +54,7 @@ class PythonRuntimeBackend:
             inputs=_spec(request.model.inputs),
             outputs=_spec(request.model.outputs),
         )
-        entry = bundle.Entry(kind="python", argv=["python3", f"./{script}"], arch="any")
+        entry = bundle.Entry(kind="python", argv=["python3", f"./{script}"], arch="any", env=dict(self.env))
         bundle.write_run_script(out, self.name, request.target.name, entry)
         return bundle.write_manifest(
             out, self.name, request.target.name, entry, request.model.inputs, request.model.outputs,

@@ -1,7 +1,8 @@
-"""What a runner is: a place a bundle runs (this machine, an emulator, later a board over SSH).
+"""What a runner is: a place a bundle runs (this machine, an emulator, a board over SSH or TVM RPC).
 
 Every runner speaks the bundle protocol (toolchain/bundle.py): it writes the inputs, starts the
 bundle's entry program with IN_DIR OUT_DIR SAMPLES WARMUP REPEAT, and reads outputs and timings.
+Runners that reach a board (ssh, tvm-rpc) get a Connection and move the files themselves.
 """
 
 import os
@@ -14,8 +15,27 @@ from typing import Protocol
 import numpy as np
 
 from ..bundle import Entry, entry_of
-from ..errors import BuildError
+from ..errors import BadInput, BuildError
 from ..targets import Target
+
+
+@dataclass(frozen=True)
+class Connection:
+    """How to reach a real board: an SSH destination, or a TVM RPC tracker and the board's key there."""
+
+    host: str | None = None  # SSH destination, [user@]address
+    port: int | None = None  # SSH port; None: ssh's default (22, or ~/.ssh/config)
+    identity: Path | None = None  # SSH private key; None: ssh's default keys and agent
+    known_hosts: Path | None = None  # file holding the board's host key; None: ssh's (~/.ssh/known_hosts)
+    rpc: str | None = None  # TVM RPC tracker, HOST:PORT
+    key: str | None = None  # the board's device key at the tracker
+
+    @property
+    def runner(self) -> str:
+        """The name of the runner this connection is for."""
+        if bool(self.host) == bool(self.rpc):
+            raise BadInput("give either --host (SSH) or --rpc with --key (TVM RPC tracker), not both.")
+        return "ssh" if self.host else "tvm-rpc"
 
 
 @dataclass
@@ -39,6 +59,12 @@ class Runner(Protocol):
     # Optional, for runners that count instructions exactly (emulators with a counting plugin):
     # def count_instructions(self, target, bundle_dir, manifest, in_dir, threads) -> int
     #     instructions per inference of sample 0, the same figure run after run.
+    #
+    # Optional, for runners that reach a board (ssh, tvm-rpc):
+    # def connect(self, connection: Connection) -> Runner
+    #     this runner bound to a board; runners.select calls it when given a connection.
+    # def execute(self, target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s)
+    #     run the protocol there: read IN_DIR here, leave OUT_DIR's files here (instead of command()).
 
 
 def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, inputs: list[np.ndarray],
@@ -47,25 +73,17 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
     """Run `inputs` (each (samples, *shape)) through the bundle with `runner`; time sample 0 if repeat > 0,
     and count its instructions when asked and the runner can."""
     samples = inputs[0].shape[0]
-    entry = entry_of(manifest)
-    argv, env = runner.command(target, entry, threads)
     with tempfile.TemporaryDirectory(prefix="edgeyard-io-") as io_dir:
         in_dir, out_dir = Path(io_dir, "in"), Path(io_dir, "out")
         in_dir.mkdir()
         out_dir.mkdir()
         for i, (spec, batch) in enumerate(zip(manifest["inputs"], inputs)):
             np.ascontiguousarray(batch, dtype=spec["dtype"]).tofile(in_dir / f"input{i}.bin")
-        argv = argv + [str(in_dir), str(out_dir), str(samples), str(warmup), str(repeat)]
-        try:
-            proc = subprocess.run(argv, cwd=bundle_dir, env={**os.environ, **env}, capture_output=True,
-                                  text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} did not finish within "
-                             f"{timeout_s:.0f} s on runner {runner.name}.") from None
-        if proc.returncode != 0:
-            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-            raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} failed on runner {runner.name} "
-                             f"(exit {proc.returncode}): {' | '.join(tail)}")
+        if hasattr(runner, "execute"):
+            runner.execute(target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s)
+        else:
+            _execute_here(runner, target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads,
+                          timeout_s)
         outputs = []
         for j, spec in enumerate(manifest["outputs"]):
             path = out_dir / f"output{j}.bin"
@@ -83,3 +101,20 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         if count_instructions and hasattr(runner, "count_instructions"):
             instructions = runner.count_instructions(target, bundle_dir, manifest, in_dir, threads)
     return RunResult(outputs, timings, runner.emulated, instructions)
+
+
+def _execute_here(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, out_dir: Path,
+                  samples: int, warmup: int, repeat: int, threads: int, timeout_s: float) -> None:
+    """Run the entry on this machine (natively or under an emulator) with the runner's command."""
+    argv, env = runner.command(target, entry_of(manifest), threads)
+    argv = argv + [str(in_dir), str(out_dir), str(samples), str(warmup), str(repeat)]
+    try:
+        proc = subprocess.run(argv, cwd=bundle_dir, env={**os.environ, **env}, capture_output=True, text=True,
+                              timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} did not finish within "
+                         f"{timeout_s:.0f} s on runner {runner.name}.") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} failed on runner {runner.name} "
+                         f"(exit {proc.returncode}): {' | '.join(tail)}")

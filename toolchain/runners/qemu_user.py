@@ -1,15 +1,59 @@
-"""The qemu-user runner: a Linux board's native binaries run on this machine under qemu-user.
+"""The qemu-user runner: a Linux board's programs run on this machine under qemu-user.
 
-Python bundles (LiteRT, ONNX Runtime) need the board's python3 and wheels inside an emulated
-userland; until that exists they are reported as not run on target, never run on the host instead.
+Native bundles (TVM's runner) run against the cross toolchain's sysroot, the emulator command's
+-L folder. Python bundles (LiteRT, ONNX Runtime) run on the board's python3 in the emulated
+Debian 12 userland (toolchain/userland.py), which takes -L's place and shows the board's
+/proc/cpuinfo, so the wheels pick the kernels they would pick on the board.
+
+Instructions per inference come from the counting plugin (toolchain/qemu_plugin.py): two untimed
+runs on one thread, of sample 0 once and of sample 0 repeated; the difference of their counts
+divided by the difference in samples is what one more inference executes (with copying its input
+in and its output out), start-up and loading cancelling out. Untimed, because a run that writes
+its timings formats numbers whose digits vary; with an empty host environment and a fixed Python
+hash seed the two counts, and so the figure, are the same run after run.
 """
 
+import math
 import shutil
+import subprocess
+import tempfile
+from pathlib import Path
 
-from ..bundle import Entry
-from ..errors import MissingTool
+import numpy as np
+
+from .. import qemu_plugin, userland
+from ..bundle import Entry, entry_of
+from ..errors import BuildError, MissingTool
 from ..targets import Target
 from . import register
+
+# SAMPLES of the two counted runs.
+COUNT_SAMPLES = (1, 9)
+# A counted run's guest environment on top of one thread: a fixed hash seed, or Python's
+# randomized dict and set layouts change the instructions from run to run. Nothing else from this
+# machine's environment reaches the guest, and the bundle runs from a copy in a folder whose path
+# has the same length every time: even the length of `$_` or of the build folder's path moves the
+# guest's stack, and with it a few hundred instructions per inference.
+_COUNT_ENV = {"PYTHONHASHSEED": "0"}
+_COUNT_TIMEOUT_S = 600
+
+
+def _guest_env(threads: int) -> dict[str, str]:
+    return {
+        "EDGEYARD_THREADS": str(threads), "TVM_NUM_THREADS": str(threads),
+        # Threads nobody asked for run instructions at their own pace: OpenBLAS (inside numpy, which
+        # only moves data here) starts one per core at import, and ONNX Runtime 1.32 starts a telemetry
+        # uploader (which would try the network from the emulated board, too).
+        "OPENBLAS_NUM_THREADS": "1", "ORT_DISABLE_TELEMETRY": "1",
+    }  # fmt: skip
+
+
+def _with_root(emulator: list[str], root: Path) -> list[str]:
+    """The emulator command with `root` as its -L folder (the guest's /)."""
+    if "-L" not in emulator:
+        return [*emulator, "-L", str(root)]
+    at = emulator.index("-L") + 1
+    return [*emulator[:at], str(root), *emulator[at + 1:]]
 
 
 class QemuUserRunner:
@@ -19,20 +63,68 @@ class QemuUserRunner:
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if not target.emulator:
             return f"target {target.name} names no emulator"
+        if entry.kind == "python":
+            if target.arch not in userland.ARCHES:
+                return f"no emulated userland exists for {target.arch} (PyPI has no {target.arch} wheels of the runtimes)"
+            if not target.emulator.get("cpuinfo"):
+                return f"target {target.name} has no emulator.cpuinfo table for the emulated userland"
+            return None
         if entry.kind != "native":
-            return "a Python bundle needs the board's userland (python3 and wheels), not available under emulation yet"
+            return "it runs Linux programs only"
         if entry.arch != target.arch:
             return f"the bundle is for {entry.arch}, the target is {target.arch}"
         return None
 
     def command(self, target: Target, entry: Entry, threads: int) -> tuple[list[str], dict[str, str]]:
+        return self._command(target, entry, _guest_env(threads)), {}
+
+    def _command(self, target: Target, entry: Entry, guest_env: dict[str, str]) -> list[str]:
         emulator = list(target.emulator["command"])
         if shutil.which(emulator[0]) is None:
             raise MissingTool(emulator[0], "install it with: apt-get install qemu-user, or run ./bootstrap.sh")
-        env = {**entry.env, "EDGEYARD_THREADS": str(threads), "TVM_NUM_THREADS": str(threads)}
+        argv = list(entry.argv)
+        if entry.kind == "python":
+            root = userland.board_root(target)
+            emulator = _with_root(emulator, root)
+            argv[0] = str(root / userland.PYTHON)  # the board's python3, not this machine's
         # -E sets the guest's environment without touching the emulator process's own.
-        guest_env = [arg for key, value in env.items() for arg in ("-E", f"{key}={value}")]
-        return emulator + guest_env + list(entry.argv), {}
+        env_args = [arg for key, value in {**entry.env, **guest_env}.items() for arg in ("-E", f"{key}={value}")]
+        return emulator + env_args + argv
+
+    def count_instructions(self, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, threads: int) -> int:
+        """Instructions per inference of sample 0, counted on one thread whatever `threads` is."""
+        plugin = qemu_plugin.build()
+        emulator, *argv = self._command(target, entry_of(manifest), {**_guest_env(1), **_COUNT_ENV})
+        counts = []
+        with tempfile.TemporaryDirectory(prefix="edgeyard-count-") as work:
+            copy = shutil.copytree(bundle_dir, Path(work, "bundle"), symlinks=True)
+            for samples in COUNT_SAMPLES:
+                run_in, run_out, count_file = (Path(work, f"{name}{samples}") for name in ("in", "out", "count"))
+                run_in.mkdir()
+                run_out.mkdir()
+                for i, spec in enumerate(manifest["inputs"]):
+                    sample_bytes = math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize
+                    first = (in_dir / f"input{i}.bin").read_bytes()[:sample_bytes]
+                    (run_in / f"input{i}.bin").write_bytes(first * samples)
+                # qemu's option syntax reads ",," as a literal comma.
+                plugin_option = f"{str(plugin).replace(',', ',,')},out={str(count_file).replace(',', ',,')}"
+                counted = [shutil.which(emulator), "-plugin", plugin_option, *argv, str(run_in), str(run_out),
+                           str(samples), "0", "0"]
+                self._run_counted(counted, copy, manifest)
+                counts.append(int(count_file.read_text()))
+        return round((counts[1] - counts[0]) / (COUNT_SAMPLES[1] - COUNT_SAMPLES[0]))
+
+    def _run_counted(self, argv: list[str], bundle_dir: Path, manifest: dict) -> None:
+        try:
+            proc = subprocess.run(argv, cwd=bundle_dir, env={}, capture_output=True, text=True,
+                                  timeout=_COUNT_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            raise BuildError(f"counting the instructions of the {manifest['backend']} bundle did not finish within "
+                             f"{_COUNT_TIMEOUT_S} s.") from None
+        if proc.returncode != 0:
+            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
+            raise BuildError(f"counting the instructions of the {manifest['backend']} bundle failed "
+                             f"(exit {proc.returncode}): {tail}")
 
 
 register(QemuUserRunner())
