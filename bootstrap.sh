@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 say() { printf 'bootstrap: %s\n' "$*"; }
 
 # Cross compilers and emulators the targets in targets/ need.
-APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user python3-venv)
+APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm g++-arm-linux-gnueabihf openssh-client openssh-server xz-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -44,4 +44,8 @@ fi
 
 # TVM runtime libraries for the boards' architectures (from the aarch64 wheels on PyPI).
 .venv/bin/python -m toolchain.runtimes fetch aarch64
+# The emulated Raspberry Pi OS userland (Debian 12 arm64, python3.11, aarch64 wheels) that LiteRT and
+# ONNX Runtime bundles run in under qemu, and the qemu plugin that counts instructions per inference.
+.venv/bin/python -m toolchain.userland build aarch64
+.venv/bin/python -m toolchain.qemu_plugin build
 say "done: try .venv/bin/invoke build --target rpi4"

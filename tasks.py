@@ -19,8 +19,33 @@ HELP = {
     "data": ".npz with x/y (or x_test/y_test) for validation inputs and accuracy",
     "samples": "validation samples (default 32)",
     "threads": "inference threads on the target (default 1)",
+    "quantize": "int8: full-integer quantization, calibrated on --data (x_train, x or x_test)",
+    "precision": "FPGA fixed-point type of every layer, e.g. ap_fixed<16,6> (default: the target's)",
+    "layer_precision": "one layer's FPGA fixed-point type, NAME=ap_fixed<24,10> (repeatable)",
+    "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
     "debug": "show the traceback of an error",
 }
+# How `bench` and `deploy` reach a real board.
+BOARD_HELP = {
+    "host": "run on a Linux board over SSH: [USER@]ADDRESS",
+    "port": "SSH port (default: ssh's own, 22 or ~/.ssh/config)",
+    "identity": "SSH private key file (default: ssh's own keys and agent)",
+    "known_hosts": "known_hosts file holding the board's host key (default: ~/.ssh/known_hosts)",
+    "rpc": "run on a TVM RPC device farm: the tracker's HOST:PORT (tvm backend)",
+    "key": "the board's key at the TVM RPC tracker",
+}
+
+
+def _connection(host, port, identity, known_hosts, rpc, key):
+    """Where bench runs the bundle: None for the target's own runner (here or under emulation)."""
+    if not (host or rpc):
+        return None
+    from pathlib import Path
+
+    from toolchain.runners import Connection
+
+    return Connection(host=host, port=port or None, identity=Path(identity) if identity else None,
+                      known_hosts=Path(known_hosts) if known_hosts else None, rpc=rpc, key=key)
 
 
 def _finish(action, debug: bool):
@@ -30,44 +55,99 @@ def _finish(action, debug: bool):
     return result
 
 
-def _options(target, model, backend, out, input_shape, data, samples, threads):
+def _options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
+             layer_precision=None, set=None):
     from pathlib import Path
 
     from toolchain.build import BuildOptions
+    from toolchain.target_settings import parse_settings
 
+    # --precision and --layer-precision are target settings under their own names.
+    settings = parse_settings(list(set or []))
+    if precision:
+        settings["fpga.precision"] = precision
+    for item in layer_precision or []:
+        name, _, fixed_point = item.partition("=")
+        settings[f"fpga.layer_precision.{name}"] = fixed_point
     return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
                         out=Path(out) if out else None, input_shapes=console.parse_input_shapes(input_shape or []),
-                        data=Path(data) if data else None, samples=samples, threads=threads)
+                        data=Path(data) if data else None, samples=samples, threads=threads, quantize=quantize,
+                        settings=settings)
 
 
-@task(help=HELP, iterable=["input_shape"])
+@task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
-          debug=False):
+          quantize=None, precision=None, layer_precision=None, set=None, debug=False):
     """Build, run, validate and time a model for a target; writes report.json and report.md."""
     from toolchain.build import build as run_build
 
-    result = _finish(lambda: run_build(_options(target, model, backend, out, input_shape, data, samples, threads),
-                                       console.Progress()), debug)
+    options = lambda: _options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
+                               quantize, precision, layer_precision, set)
+    result = _finish(lambda: run_build(options(), console.Progress()), debug)
     from toolchain import report
 
     print(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
 
-@task(help={**HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
-      iterable=["input_shape"])
+@task(help={**HELP, **BOARD_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
+      iterable=["input_shape", "layer_precision", "set"])
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
-          runs=100, warmup=10, debug=False):
+          runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
+          identity=None, known_hosts=None, rpc=None, key=None, debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain import report
     from toolchain.build import compare_backends, run_bench
 
     options = lambda: _options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
-                               samples, threads)
+                               samples, threads, quantize, precision, layer_precision, set)
+    board = lambda: _connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
-        comparison = _finish(lambda: compare_backends(options(), runs, warmup, progress=console.Progress()), debug)
+        comparison = _finish(lambda: compare_backends(options(), runs, warmup, progress=console.Progress(),
+                                                      connection=board()), debug)
         print(report.comparison_summary(comparison))
         return
-    result = _finish(lambda: run_bench(options(), runs, warmup, console.Progress()), debug)
+    result = _finish(lambda: run_bench(options(), runs, warmup, console.Progress(), board()), debug)
+    print(report.summary(result.report))
+
+
+@task(help={**{k: v for k, v in HELP.items() if k not in ("quantize", "precision", "layer_precision", "set")},
+            **{k: BOARD_HELP[k] for k in ("port", "identity", "known_hosts")},
+            "host": "the Linux board, [USER@]ADDRESS (required)"},
+      iterable=["input_shape"])
+def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
+           host=None, port=0, identity=None, known_hosts=None, debug=False):
+    """Build if needed, check the bundle against its manifest's sha256 and copy it to a board over SSH."""
+    from toolchain import deploy as deployment
+    from toolchain.build import build as run_build
+
+    def action():
+        if not host:
+            from toolchain.errors import BadInput
+
+            raise BadInput("deploy needs --host [USER@]ADDRESS.")
+        built = run_build(_options(target, model, backend, out, input_shape, data, samples, threads),
+                          console.Progress())
+        return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
+                                 progress=console.Progress())
+
+    done = _finish(action, debug)
+    state = "copied" if done.copied else "already there, nothing copied"
+    print(f"{done.host}:{done.remote_dir} ({done.files} files, {done.bytes / 1e6:.2f} MB, {state}); "
+          f"run it there with: cd {done.remote_dir} && ./run.sh IN_DIR OUT_DIR SAMPLES WARMUP REPEAT")
+
+
+@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads", "quantize")},
+            "logic": "also run Vivado logic synthesis after C synthesis (slower; post-synthesis resources)"},
+      iterable=["input_shape", "layer_precision", "set"])
+def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, data=None, samples=32, precision=None,
+               layer_precision=None, set=None, logic=False, debug=False):
+    """Build with hls4ml if needed, then synthesize with AMD Vitis HLS (exits 3 when it is not installed)."""
+    from toolchain import report
+    from toolchain.fpga import synthesize
+
+    options = lambda: _options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
+                               precision, layer_precision, set)
+    result = _finish(lambda: synthesize(options(), logic, console.Progress()), debug)
     print(report.summary(result.report))
 
 

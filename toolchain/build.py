@@ -20,6 +20,7 @@ from .errors import BadInput, BuildError, EdgeyardError
 from .model import model_sha256
 from .model.info import ModelInfo, TensorInfo
 from .paths import build_dir_for
+from .target_settings import with_settings
 from .targets import Target, load_target
 
 Progress = Callable[[str], None]
@@ -40,6 +41,8 @@ class BuildOptions:
     data: Path | None = None  # .npz with x/y (or x_test/y_test) for validation inputs and accuracy
     samples: int = validate.DEFAULT_SAMPLES
     threads: int = 1
+    quantize: str | None = None  # "int8": full-integer post-training quantization, calibrated on `data`
+    settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
 
 
 @dataclass
@@ -62,15 +65,23 @@ class _Plan:
     versions: dict
 
 
+def _target(opts: BuildOptions) -> Target:
+    return with_settings(load_target(opts.target), opts.settings)
+
+
 def _plan(opts: BuildOptions) -> _Plan:
-    target = load_target(opts.target)
+    target = _target(opts)
     backend_name = opts.backend or target.default_backend
     backend = backends.get(backend_name)
     if backend_name not in target.backends:
-        raise BadInput(f"backend '{backend_name}' does not serve target '{target.name}' "
+        why = (target.unavailable_backends or {}).get(backend_name)
+        raise BadInput(f"backend '{backend_name}' does not serve target '{target.name}': {why}." if why else
+                       f"backend '{backend_name}' does not serve target '{target.name}' "
                        f"(its backends: {', '.join(target.backends)}).")
     if opts.samples < 1:
         raise BadInput(f"--samples must be at least 1, not {opts.samples}.")
+    if opts.quantize not in (None, "int8"):
+        raise BadInput(f"--quantize takes int8, not '{opts.quantize}'.")
     data = opts.data
     if opts.model is None:
         from .model.default import default_model
@@ -81,6 +92,8 @@ def _plan(opts: BuildOptions) -> _Plan:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
     if data is not None and not Path(data).is_file():
         raise BadInput(f"{data}: dataset file not found.")
+    if opts.quantize and data is None:
+        raise BadInput("--quantize int8 needs calibration data: --data FILE.npz (x_train, x or x_test).")
     out_dir = build_dir_for(target.name, str(model_path), backend_name, opts.out)
     from .model import model_format
     from .model.reference import FRAMEWORKS, framework_versions
@@ -88,6 +101,7 @@ def _plan(opts: BuildOptions) -> _Plan:
     versions = {"edgeyard": __version__, **backend.versions(),
                 **framework_versions(FRAMEWORKS[model_format(model_path)])}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
+               "quantize": opts.quantize,
                "data": model_sha256(Path(data)) if data else None}
     key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, options, versions)
     return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions)
@@ -152,6 +166,11 @@ def _check_ops(info: ModelInfo, compiled: ModelInfo, backend, target: Target) ->
                    f"{ops}{hint}.")
 
 
+def _why_not_run(runner_reasons: str, manifest: dict) -> str:
+    """Why no runner could run the bundle: the runners' reasons, else the backend's (e.g. no GPU here)."""
+    return runner_reasons or manifest.get("not_run", "no runner of the target is available")
+
+
 def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
     plan = _plan(opts)
     hit = cache.cached_report(plan.out_dir, plan.key)
@@ -165,6 +184,15 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
     progress(f"loading {plan.model_path}")
     info = load_model(plan.model_path, opts.input_shapes or None)
     with _staging(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
+        # Quantized on request, or for a backend that runs int8 only when there is data to calibrate with.
+        # The quantized model is then the model the reference runs and the bundle is validated against.
+        source = info
+        needs_int8 = getattr(plan.backend, "needs_int8", False) and info.format in ("keras", "savedmodel")
+        if opts.quantize == "int8" or (needs_int8 and plan.data is not None):
+            from .convert import int8
+
+            progress(f"quantizing {info.path.name} to int8, calibrated on {plan.data.name}")
+            info = int8.to_int8_tflite(info, Path(workdir), int8.calibration_inputs(plan.data, info))
         compiled = _in_backend_format(info, plan.backend, Path(workdir), progress)
         _check_ops(info, compiled, plan.backend, plan.target)
         bundle_dir = stage / BUNDLE
@@ -177,13 +205,14 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
         reference = reference_outputs(info, inputs.tensors)
         runner, why = runners.select(plan.target, entry_of(manifest))
         if runner is None:
-            validation = validate.not_run(why, opts.samples)
+            validation = validate.not_run(_why_not_run(why, manifest), opts.samples)
             timing = bench.bench_section(None, [], 0, opts.threads)
         else:
             progress(f"running the bundle on {runner.name} ({opts.samples} samples, {bench.BUILD_RUNS} timed runs)")
             result = runners.run_bundle(runner, plan.target, bundle_dir, manifest, inputs.tensors,
                                         bench.BUILD_WARMUP, bench.BUILD_RUNS, opts.threads, count_instructions=True)
-            validation = validate.compare(result.outputs, reference, compiled.outputs, inputs.labels)
+            validation = validate.compare(result.outputs, reference, compiled.outputs, inputs.labels,
+                                          manifest.get("tolerance"))
             timing = bench.bench_section(runner, result.timings_ns, bench.BUILD_WARMUP, opts.threads,
                                          result.instructions_per_inference)
         validation.update(inputs=inputs.source, reference=reference_name(info))
@@ -195,12 +224,15 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
             "cache_key": plan.key,
             "target": plan.target.name,
             "out_dir": str(plan.out_dir),
-            "model": {**info.to_dict(), "compiled_format": compiled.format},
+            "model": {**source.to_dict(), "compiled_format": compiled.format,
+                      "quantized": f"int8, calibrated on {plan.data.name}" if info is not source else None},
             "backend": plan.backend.name,
             "artifacts": [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in manifest["files"]],
             "validation": validation,
             "bench": timing,
             "memory": manifest.get("memory"),  # bare-metal bundles: flash and RAM from the ELF; Linux: None
+            # Backend figures, each labelled: Vela's estimate, the GPU device code, the FPGA design.
+            **{key: manifest[key] for key in ("estimate", "cuda", "fpga") if key in manifest},
             "toolchain": plan.versions,
             "build_seconds": round(time.time() - started, 2),
         }
@@ -227,12 +259,13 @@ class _Timed:
     instructions: int | None = None
 
     @classmethod
-    def prepare(cls, built: BuildResult, target: Target) -> "_Timed":
+    def prepare(cls, built: BuildResult, target: Target, connection: runners.Connection | None = None) -> "_Timed":
         bundle_dir = built.out_dir / BUNDLE
         manifest = read_manifest(bundle_dir)
-        runner, why = runners.select(target, entry_of(manifest))
+        runner, why = runners.select(target, entry_of(manifest), connection)
         if runner is None:
-            raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: {why}.")
+            raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: "
+                             f"{_why_not_run(why, manifest)}.")
         return cls(built, runner, manifest, _probe_inputs(manifest, bundle_dir))
 
     def run(self, target: Target, warmup: int, runs: int, threads: int, count_instructions: bool) -> None:
@@ -254,18 +287,22 @@ def _check_bench_options(runs: int, warmup: int) -> None:
 
 
 def run_bench(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
-              progress: Progress = _quiet) -> BuildResult:
-    """Build if needed, then time `runs` inferences after `warmup` and update the folder's report."""
+              progress: Progress = _quiet, connection: runners.Connection | None = None) -> BuildResult:
+    """Build if needed, then time `runs` inferences after `warmup` and update the folder's report.
+
+    With a connection the timed runs happen on that board (SSH) or device farm (TVM RPC) instead of
+    the target's own runner; the build and its validation still run here first."""
     _check_bench_options(runs, warmup)
-    target = load_target(opts.target)
-    timed = _Timed.prepare(build(opts, progress), target)
+    target = _target(opts)
+    timed = _Timed.prepare(build(opts, progress), target, connection)
     progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
     timed.run(target, warmup, runs, opts.threads, count_instructions=True)
     return timed.record(warmup, opts.threads)
 
 
 def compare_backends(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
-                     rounds: int = bench.COMPARE_ROUNDS, progress: Progress = _quiet) -> dict:
+                     rounds: int = bench.COMPARE_ROUNDS, progress: Progress = _quiet,
+                     connection: runners.Connection | None = None) -> dict:
     """Build and time every backend of the target side by side.
 
     Runs are interleaved in `rounds` (each backend in turn, every round), so a noisy machine slows
@@ -273,7 +310,7 @@ def compare_backends(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup:
     Writes comparison.json and comparison.md beside the backends' build folders; returns the comparison.
     """
     _check_bench_options(runs, warmup)
-    target = load_target(opts.target)
+    target = _target(opts)
     rows, timed = [], []
     out_root = None
     for name in target.backends:
@@ -283,7 +320,7 @@ def compare_backends(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup:
             out_root = out_root or built.out_dir.parent
             rows.append({"backend": name, "out_dir": str(built.out_dir), "error": None})
             if built.report["validation"]["ran"]:
-                timed.append(_Timed.prepare(built, target))
+                timed.append(_Timed.prepare(built, target, connection))
         except EdgeyardError as err:
             rows.append({"backend": name, "out_dir": None, "error": str(err)})
     per_round = -(-runs // rounds)  # ceiling: at least `runs` in all

@@ -81,8 +81,12 @@ def _top1(outputs: np.ndarray) -> np.ndarray:
 
 
 def compare(outputs: list[np.ndarray], reference: list[np.ndarray], specs: list[TensorInfo],
-            labels: np.ndarray | None = None) -> dict:
-    """The validation section of the report: errors per output, top-1 agreement, accuracy when labelled."""
+            labels: np.ndarray | None = None, float_tolerance: dict | None = None) -> dict:
+    """The validation section of the report: errors per output, top-1 agreement, accuracy when labelled.
+
+    `float_tolerance` (a bundle manifest's "tolerance", {dtype: factor}) replaces FLOAT_TOLERANCE for
+    builds that compute in lower precision by design, e.g. an FPGA design's fixed-point types.
+    """
     per_output = []
     passed = True
     for got, want, spec in zip(outputs, reference, specs):
@@ -93,7 +97,7 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], specs: list[
             want = want.astype(np.float64)
             error = float(np.max(np.abs(got.astype(np.float64) - want), initial=0))
             scale = max(1.0, float(np.max(np.abs(want), initial=0)))
-            tolerance, unit = FLOAT_TOLERANCE.get(spec.dtype, 1e-4) * scale, "abs"
+            tolerance, unit = (float_tolerance or FLOAT_TOLERANCE).get(spec.dtype, 1e-4) * scale, "abs"
         ok = bool(error <= tolerance and np.all(np.isfinite(got.astype(np.float64))))
         passed &= ok
         per_output.append({"name": spec.name, "max_abs_error": error, "tolerance": tolerance, "unit": unit,
@@ -117,7 +121,7 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], specs: list[
 
 def not_run(reason: str, samples: int) -> dict:
     """The validation section for a bundle that could not run where the target would run it."""
-    return {"passed": False, "ran": False, "status": f"not run on target: {reason}", "max_abs_error": None,
+    return {"passed": False, "ran": False, "status": f"built, not run on target: {reason}", "max_abs_error": None,
             "top1_agreement": None, "samples": samples, "outputs": []}
 
 
