@@ -4,16 +4,14 @@ Debian's qemu-user loads TCG plugins (-plugin) but ships none, nor the plugin AP
 header comes from the qemu source package of the same upstream version (`apt-get source
 --download-only`, about 24 MB, fetched once), and gcc builds the plugin into the cache:
 
-    python -m toolchain.qemu_plugin build
+    python -m toolchain.prepare qemu-plugin
 
 Building it again is a no-op while qemu's version and the plugin's source stay the same.
 """
 
-import argparse
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 from typing import Callable
@@ -100,20 +98,3 @@ def _fetch_header(header: Path, progress: Progress) -> None:
             f"tar -x {_HEADER}")
         extracted = next(Path(work).glob(f"qemu-*/include/qemu/{_HEADER}"))
         shutil.copyfile(extracted, header)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolchain.qemu_plugin", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    commands.add_parser("build", help="build the plugin for the installed qemu (no-op when current)")
-    parser.parse_args(argv)
-    try:
-        build(progress=lambda message: print(f"qemu plugin: {message}", flush=True))
-    except EdgeyardError as err:
-        print(err, file=sys.stderr)
-        return err.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

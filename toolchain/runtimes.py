@@ -4,10 +4,9 @@ A bundle carries libtvm_runtime.so and libtvm_ffi.so built for its board. For th
 architecture they come from the installed pip packages; for another (aarch64) they come from the
 manylinux wheels of the *same* apache-tvm and apache-tvm-ffi versions, fetched once into the cache:
 
-    python -m toolchain.runtimes fetch aarch64
+    python -m toolchain.prepare tvm-runtime aarch64
 """
 
-import argparse
 import importlib.metadata
 import importlib.util
 import json
@@ -151,21 +150,3 @@ def tvm_ffi_include_dirs() -> list[Path]:
     if (include / "dlpack").is_dir():
         return [include]
     return [include, root / "3rdparty" / "dlpack" / "include"]
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolchain.runtimes", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    fetch_command = commands.add_parser("fetch", help="fetch the TVM runtime libraries for an architecture")
-    fetch_command.add_argument("arch", choices=sorted({*WHEEL_PLATFORMS, platform.machine()}))
-    args = parser.parse_args(argv)
-    try:
-        fetch(args.arch, progress=print)
-    except EdgeyardError as err:
-        print(err, file=sys.stderr)
-        return err.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

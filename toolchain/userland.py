@@ -8,7 +8,7 @@ configuration for that architecture and are unpacked with `dpkg -x` (no maintain
 the wheels are the manylinux builds of the numpy, ai-edge-litert and onnxruntime versions this
 machine validates against, installed with pip into the userland's dist-packages:
 
-    python -m toolchain.userland build aarch64
+    python -m toolchain.prepare userland aarch64
 
 It lives in <cache>/userland/<arch>/rootfs; userland.json beside it records what went in, its
 size and its build time, so building it again is a no-op. Each board sees it through its own
@@ -16,7 +16,6 @@ folder boards/<target>/ (links to the rootfs plus the board's /proc/cpuinfo), wh
 to qemu-user as -L.
 """
 
-import argparse
 import importlib.metadata
 import json
 import os
@@ -256,21 +255,3 @@ def _compile_bytecode(rootfs: Path) -> None:
 
 def _tree_bytes(root: Path) -> int:
     return sum((Path(folder) / name).lstat().st_size for folder, _, files in os.walk(root) for name in files)
-
-
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m toolchain.userland", description=__doc__.splitlines()[0])
-    commands = parser.add_subparsers(dest="command", required=True)
-    build_command = commands.add_parser("build", help="build the userland for an architecture (no-op when current)")
-    build_command.add_argument("arch", choices=sorted(ARCHES))
-    args = parser.parse_args(argv)
-    try:
-        build(args.arch, progress=lambda message: print(f"userland: {message}", flush=True))
-    except EdgeyardError as err:
-        print(err, file=sys.stderr)
-        return err.exit_code
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
