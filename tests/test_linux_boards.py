@@ -43,17 +43,17 @@ def test_linux_board_profile(name):
 
 def test_userland_and_plugin_builds_are_noops_when_current():
     said = {}
-    for args, present in ((("toolchain.userland", "build", "aarch64"), "userland is present"),
-                          (("toolchain.qemu_plugin", "build"), "plugin is present")):
+    for args, present in ((("toolchain.prepare", "userland", "aarch64"), "userland is present"),
+                          (("toolchain.prepare", "qemu-plugin"), "plugin is present")):
         assert _module(*args).returncode == 0  # builds when bootstrap has not
         started = time.monotonic()
         again = _module(*args)
         assert again.returncode == 0 and present in again.stdout, again.stderr
         assert time.monotonic() - started < 10
-        said[args[0]] = again.stdout
+        said[args[1]] = again.stdout
     built = userland.find("aarch64")
     assert built.python.is_file() and built.bytes > 20e6
-    assert f"({built.bytes / 1e6:.0f} MB)" in said["toolchain.userland"]  # its size, reported
+    assert f"({built.bytes / 1e6:.0f} MB)" in said["userland"]  # its size, reported
 
 
 @pytest.mark.parametrize("name", ["rpi3", "rpi4"])
