@@ -80,6 +80,18 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def aarch64_runtime():
+    """The aarch64 TVM runtime libraries bootstrap.sh fetches; skip when they cannot be had."""
+    from toolchain import runtimes
+    from toolchain.errors import BuildError
+
+    try:
+        runtimes.fetch("aarch64", progress=print)
+    except BuildError as err:  # no network and nothing cached: bootstrap.sh was not run
+        pytest.skip(f"no aarch64 TVM runtime: {err}")
+
+
 def invoke(*args: str, cwd: Path = PROJECT_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI (`invoke ...`) as a user would; argv list, no shell."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True,

@@ -11,13 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from toolchain import runtimes
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
 from toolchain.backends.tvm_cuda import check_architecture, device_code, find_toolkit
 from toolchain.build import BuildOptions, build
 from toolchain.bundle import Entry
-from toolchain.errors import BuildError, MissingTool
+from toolchain.errors import MissingTool
 from toolchain.model import load_model
 from toolchain.runners import get as get_runner
 from toolchain.target_settings import with_settings
@@ -32,14 +31,6 @@ def toolkit():
         return find_toolkit()
     except MissingTool as err:
         pytest.skip(f"no CUDA toolkit: {err}")
-
-
-@pytest.fixture(scope="module")
-def aarch64_runtime():
-    try:
-        runtimes.fetch("aarch64", progress=print)
-    except BuildError as err:  # no network and nothing cached: bootstrap.sh was not run
-        pytest.skip(f"no aarch64 TVM runtime: {err}")
 
 
 def _elf_machine(path: Path) -> int:

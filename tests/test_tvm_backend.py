@@ -132,14 +132,6 @@ def _onnx_model(path: Path, extra_node=None) -> ModelInfo:
 # ---------- building and running bundles ----------
 
 
-@pytest.fixture(scope="module")
-def aarch64_runtime():
-    try:
-        runtimes.fetch("aarch64", progress=print)
-    except BuildError as err:  # no network and nothing cached: bootstrap.sh was not run
-        pytest.skip(f"no aarch64 TVM runtime: {err}")
-
-
 def _compile(model: ModelInfo, target_name: str, bundle_dir: Path) -> dict:
     bundle_dir.mkdir(parents=True)
     request = CompileRequest(model=model, target=load_target(target_name), bundle_dir=bundle_dir, progress=print)

@@ -146,6 +146,17 @@ def _check_signature(ir_module, model: ModelInfo) -> None:
                 )
 
 
+def imported_module(model: ModelInfo, progress):
+    """The model as a checked Relax IRModule; an import failure is one BuildError naming the model."""
+    progress(f"importing {model.path.name} into TVM Relax")
+    try:
+        ir_module = _import(model)
+    except Exception as err:  # TVM's frontends raise anything from OpNotImplemented to AssertionError
+        raise BuildError(f"backend tvm cannot import {model.path.name}: {_first_line(err)}") from err
+    _check_signature(ir_module, model)
+    return ir_module
+
+
 def _first_line(err: Exception) -> str:
     return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
@@ -226,17 +237,10 @@ class TvmBackend:
         gxx = cross.find_tool(target, "g++")
         runtime_dir = runtimes.tvm_runtime_dir(target.arch)
 
-        request.progress(f"importing {model.path.name} into TVM Relax")
+        ir_module = imported_module(model, request.progress)
         import tvm
         import tvm.support.cc
         from tvm import relax
-
-        # TVM's frontends and passes raise anything from OpNotImplemented to AssertionError.
-        try:
-            ir_module = _import(model)
-        except Exception as err:
-            raise BuildError(f"backend tvm cannot import {model.path.name}: {_first_line(err)}") from err
-        _check_signature(ir_module, model)
 
         request.progress(f"compiling {model.path.name} with TVM for {target.name}")
         tvm_target = tvm.target.Target(target.tvm_target)

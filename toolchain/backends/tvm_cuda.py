@@ -35,7 +35,7 @@ from ..codegen import render
 from ..errors import BadInput, BuildError, MissingTool
 from ..paths import cache_dir
 from .base import CompileRequest, Progress
-from .tvm import MODEL_LIBRARY, RUNNER, _check_signature, _compile_runner, _first_line, _import
+from .tvm import MODEL_LIBRARY, RUNNER, _compile_runner, _first_line, imported_module
 
 CUDA_RUNTIME_LIBRARY = "libtvm_runtime_cuda.so"
 _CUDA_RUNTIME_MEMBER = f"tvm/lib/{CUDA_RUNTIME_LIBRARY}"
@@ -239,16 +239,11 @@ def compile_for_gpu(request: CompileRequest) -> dict:
     cuda_runtime = _cuda_runtime_library(target.arch, request.progress)
     _load_cuda_runtime(toolkit, request.progress)
 
-    request.progress(f"importing {model.path.name} into TVM Relax")
     import tvm
     import tvm.support.cc
     from tvm import relax
 
-    try:
-        ir_module = _import(model)
-    except Exception as err:  # TVM's frontends raise anything from OpNotImplemented to AssertionError
-        raise BuildError(f"backend tvm cannot import {model.path.name}: {_first_line(err)}") from err
-    _check_signature(ir_module, model)
+    ir_module = imported_module(model, request.progress)
 
     request.progress(f"compiling {model.path.name} with TVM and {toolkit.label} nvcc for {arch}")
     tvm_target = tvm.target.Target(target.tvm_target)

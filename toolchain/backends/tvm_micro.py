@@ -37,7 +37,7 @@ from ..model.info import ModelInfo, TensorInfo
 from ..paths import PROJECT_ROOT
 from ..targets import Target
 from .base import CompileRequest
-from .tvm import _DL_TYPES, _check_signature, _first_line, _import, _static_signature
+from .tvm import _DL_TYPES, _first_line, _static_signature, imported_module
 
 FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 LINKER_SCRIPTS_DIR = FIRMWARE_DIR / "ld"
@@ -104,13 +104,7 @@ def compile_for_microcontroller(request: CompileRequest) -> dict:
     tools = {tool: cross.find_tool(target, tool) for tool in ("gcc", "objcopy")}
     name = _model_identifier(model.stem)
 
-    request.progress(f"importing {model.path.name} into TVM Relax")
-    try:
-        ir_module = _import(model)
-    except Exception as err:  # TVM's frontends raise anything from OpNotImplemented to AssertionError
-        raise BuildError(f"backend tvm cannot import {model.path.name}: {_first_line(err)}") from err
-    _check_signature(ir_module, model)
-    ir_module = int8_operands(ir_module)
+    ir_module = int8_operands(imported_module(model, request.progress))
 
     request.progress(f"planning static memory and building {ROUTES[route]} for {target.name}")
     kernels, main, kernel_symbols = _lower(ir_module, name, model)
