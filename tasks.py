@@ -36,43 +36,11 @@ BOARD_HELP = {
 }
 
 
-def _connection(host, port, identity, known_hosts, rpc, key):
-    """Where bench runs the bundle: None for the target's own runner (here or under emulation)."""
-    if not (host or rpc):
-        return None
-    from pathlib import Path
-
-    from toolchain.runners import Connection
-
-    return Connection(host=host, port=port or None, identity=Path(identity) if identity else None,
-                      known_hosts=Path(known_hosts) if known_hosts else None, rpc=rpc, key=key)
-
-
 def _finish(action, debug: bool):
     result, code, message = console.guarded(action, debug)
     if code:
         raise Exit(message, code=code)
     return result
-
-
-def _options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
-             layer_precision=None, set=None):
-    from pathlib import Path
-
-    from toolchain.build import BuildOptions
-    from toolchain.target_settings import parse_settings
-
-    # --precision and --layer-precision are target settings under their own names.
-    settings = parse_settings(list(set or []))
-    if precision:
-        settings["fpga.precision"] = precision
-    for item in layer_precision or []:
-        name, _, fixed_point = item.partition("=")
-        settings[f"fpga.layer_precision.{name}"] = fixed_point
-    return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
-                        out=Path(out) if out else None, input_shapes=console.parse_input_shapes(input_shape or []),
-                        data=Path(data) if data else None, samples=samples, threads=threads, quantize=quantize,
-                        settings=settings)
 
 
 @task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
@@ -81,7 +49,7 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     """Build, run, validate and time a model for a target; writes report.json and report.md."""
     from toolchain.build import build as run_build
 
-    options = lambda: _options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
+    options = lambda: console.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set)
     result = _finish(lambda: run_build(options(), console.Progress()), debug)
     from toolchain import report
@@ -98,9 +66,9 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     from toolchain import report
     from toolchain.build import compare_backends, run_bench
 
-    options = lambda: _options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
+    options = lambda: console.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set)
-    board = lambda: _connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
+    board = lambda: console.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _finish(lambda: compare_backends(options(), runs, warmup, progress=console.Progress(),
                                                       connection=board()), debug)
@@ -125,7 +93,7 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
             from toolchain.errors import BadInput
 
             raise BadInput("deploy needs --host [USER@]ADDRESS.")
-        built = run_build(_options(target, model, backend, out, input_shape, data, samples, threads),
+        built = run_build(console.build_options(target, model, backend, out, input_shape, data, samples, threads),
                           console.Progress())
         return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
                                  progress=console.Progress())
@@ -145,7 +113,7 @@ def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, d
     from toolchain import report
     from toolchain.fpga import synthesize
 
-    options = lambda: _options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
+    options = lambda: console.build_options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
                                precision, layer_precision, set)
     result = _finish(lambda: synthesize(options(), logic, console.Progress()), debug)
     print(report.summary(result.report))
@@ -191,7 +159,6 @@ def test(c, slow=False, k=None, x=False):
 def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, dry_run=False, debug=False):
     """Write a build's firmware to the board with a debug probe (after checking it against the manifest)."""
     import shlex
-    from pathlib import Path
 
     from toolchain.flashers import flash as write_firmware
     from toolchain.paths import build_dir_for

@@ -57,3 +57,36 @@ def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
             raise BadInput(f"--input-shape '{spec}' is not NAME:D0xD1x... with positive dimensions.")
         shapes[name] = shape
     return shapes
+
+
+def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
+                  layer_precision=None, set=None):
+    """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
+    from pathlib import Path
+
+    from .build import BuildOptions
+    from .target_settings import parse_settings
+
+    # --precision and --layer-precision are target settings under their own names.
+    settings = parse_settings(list(set or []))
+    if precision:
+        settings["fpga.precision"] = precision
+    for item in layer_precision or []:
+        name, _, fixed_point = item.partition("=")
+        settings[f"fpga.layer_precision.{name}"] = fixed_point
+    return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
+                        out=Path(out) if out else None, input_shapes=parse_input_shapes(input_shape or []),
+                        data=Path(data) if data else None, samples=samples, threads=threads, quantize=quantize,
+                        settings=settings)
+
+
+def board_connection(host, port, identity, known_hosts, rpc, key):
+    """Where bench runs the bundle: None for the target's own runner (here or under emulation)."""
+    if not (host or rpc):
+        return None
+    from pathlib import Path
+
+    from .runners import Connection
+
+    return Connection(host=host, port=port or None, identity=Path(identity) if identity else None,
+                      known_hosts=Path(known_hosts) if known_hosts else None, rpc=rpc, key=key)
