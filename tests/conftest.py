@@ -92,6 +92,20 @@ def aarch64_runtime():
         pytest.skip(f"no aarch64 TVM runtime: {err}")
 
 
+def full_int8_tflite(keras_model, representative_dataset, path: Path) -> Path:
+    """Full-integer int8 TFLite (int8 inputs and outputs) calibrated on `representative_dataset`."""
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative_dataset
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    converter.inference_input_type = tf.int8
+    converter.inference_output_type = tf.int8
+    path.write_bytes(converter.convert())
+    return path
+
+
 def invoke(*args: str, cwd: Path = PROJECT_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:
     """Run the real CLI (`invoke ...`) as a user would; argv list, no shell."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True,

@@ -59,7 +59,6 @@ def test_userland_and_plugin_builds_are_noops_when_current():
 @pytest.mark.parametrize("name", ["rpi3", "rpi4"])
 def test_board_python_sees_the_board(name):
     target = load_target(name)
-    root = userland.board_root(target)
     probe = ("import importlib.metadata as m, platform, sys; print(platform.machine(), sys.version.split()[0]); "
              "print(*(m.version(d) for d in ('numpy', 'ai-edge-litert', 'onnxruntime'))); "
              "print(open('/proc/cpuinfo').read())")

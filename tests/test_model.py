@@ -18,6 +18,8 @@ from toolchain.model.default import default_model
 from toolchain.model.reference import framework_versions, reference_name, reference_outputs, reference_versions
 from toolchain.model.summary import describe
 
+from conftest import full_int8_tflite
+
 # The tiny Keras model: image [6, 6, 2] -> Conv2D(4, 3, valid) -> DepthwiseConv2D(3, same) -> Flatten -> Dense(3).
 # MACs: conv 4*4*4 outputs x 3*3*2 = 1152, depthwise 4*4*4 x 3*3 = 576, dense 64 x 3 = 192.
 TINY_MACS = 1152 + 576 + 192
@@ -31,7 +33,6 @@ ONNX_BIAS = np.array([0.5, -0.5], dtype=np.float32)
 def tf_models(tmp_path_factory) -> dict[str, Path]:
     """The tiny Keras model as .keras, .h5, SavedModel, float TFLite and full-integer int8 TFLite."""
     import keras
-    import tensorflow as tf
 
     folder = tmp_path_factory.mktemp("tf_models")
     keras.utils.set_random_seed(7)
@@ -48,15 +49,8 @@ def tf_models(tmp_path_factory) -> dict[str, Path]:
     model.save(paths["h5"])
     model.export(paths["savedmodel"], verbose=False)
 
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
     samples = np.random.default_rng(0).random((16, 1, 6, 6, 2), dtype=np.float32)
-    converter.representative_dataset = lambda: ([sample] for sample in samples)
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    paths["int8"] = folder / "tiny_int8.tflite"
-    paths["int8"].write_bytes(converter.convert())
+    paths["int8"] = full_int8_tflite(model, lambda: ([sample] for sample in samples), folder / "tiny_int8.tflite")
     paths["tflite"] = to_tflite(load_model(paths["keras"]), folder / "converted").path
     return paths
 

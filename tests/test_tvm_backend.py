@@ -23,6 +23,8 @@ from toolchain.errors import BuildError, MissingTool
 from toolchain.model.info import ModelInfo, TensorInfo
 from toolchain.targets import load_target
 
+from conftest import full_int8_tflite
+
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
 
@@ -76,13 +78,7 @@ def tflite_models(tmp_path_factory) -> dict[str, ModelInfo]:
     (folder / "net_fp32.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_model).convert())
 
     rng = np.random.default_rng(0)
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([rng.random(IMAGE_SHAPE, dtype=np.float32)] for _ in range(32))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    (folder / "net_int8.tflite").write_bytes(converter.convert())
+    full_int8_tflite(keras_model, lambda: ([rng.random(IMAGE_SHAPE, dtype=np.float32)] for _ in range(32)), folder / "net_int8.tflite")
     return {name: _tflite_info(folder / f"net_{name}.tflite") for name in ("fp32", "int8")}
 
 

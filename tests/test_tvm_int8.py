@@ -13,6 +13,8 @@ import pytest
 from toolchain.build import BuildOptions, build
 from toolchain.errors import BuildError
 
+from conftest import full_int8_tflite
+
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
 
@@ -36,15 +38,9 @@ def residual_int8(tmp_path_factory) -> Path:
     outputs = layers.Dense(10, activation="softmax", kernel_initializer=tf.keras.initializers.RandomNormal(stddev=0.5))(x)
 
     rng = np.random.default_rng(5)
-    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(64))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    path = tmp_path_factory.mktemp("int8") / "residual_int8.tflite"
-    path.write_bytes(converter.convert())
-    return path
+    calibration = lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(64))  # noqa: E731
+    return full_int8_tflite(tf.keras.Model(inputs, outputs), calibration,
+                            tmp_path_factory.mktemp("int8") / "residual_int8.tflite")
 
 
 def test_tvm_int8_matches_litert(residual_int8, tmp_path):

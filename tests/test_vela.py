@@ -20,7 +20,7 @@ from toolchain.model import load_model
 from toolchain.target_settings import with_settings
 from toolchain.targets import load_target
 
-from conftest import invoke
+from conftest import full_int8_tflite, invoke
 
 # TF warns when converting to int8 inputs without input statistics: expected, the calibration gives them.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
@@ -33,18 +33,11 @@ TARGET = "corstone300-ethos-u55"
 def tiny_int8_tflite(tiny_keras, tmp_path_factory) -> Path:
     """The tiny CNN quantized to full int8 (int8 inputs and outputs), calibrated on seeded random images."""
     import keras
-    import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    converter = tf.lite.TFLiteConverter.from_keras_model(keras.models.load_model(tiny_keras))
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([rng.random((1, 8, 8, 1), dtype=np.float32)] for _ in range(16))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
-    path = tmp_path_factory.mktemp("int8") / "tiny_cnn_int8.tflite"
-    path.write_bytes(converter.convert())
-    return path
+    calibration = lambda: ([rng.random((1, 8, 8, 1), dtype=np.float32)] for _ in range(16))  # noqa: E731
+    return full_int8_tflite(keras.models.load_model(tiny_keras), calibration,
+                            tmp_path_factory.mktemp("int8") / "tiny_cnn_int8.tflite")
 
 
 def _compile(model_path: Path, target, bundle_dir: Path) -> dict:
