@@ -125,9 +125,7 @@ def test_rpi2_says_why_each_backend_cannot_serve_it(tiny_tflite, tmp_path):
     for backend in ("litert", "onnxruntime"):
         with pytest.raises(BadInput, match=f"backend '{backend}' does not serve target 'rpi2': PyPI has no 32-bit"):
             build(BuildOptions(target="rpi2", model=tiny_tflite, backend=backend, out=tmp_path / backend))
-    with pytest.raises(BadInput, match="no TVM runtime is available for architecture 'armv7l'"):
-        build(BuildOptions(target="rpi2", model=tiny_tflite, backend="tvm", out=tmp_path / "tvm"))
-    assert not list(tmp_path.iterdir())
+    assert not list(tmp_path.iterdir())  # tvm serves it without a TVM runtime: tests/test_rpi2.py
 
 
 def test_two_benches_print_the_same_instructions(tiny_tflite, tmp_path):

@@ -6,7 +6,9 @@ header comes from the qemu source package of the same upstream version (`apt-get
 
     python -m toolchain.prepare qemu-plugin
 
-Building it again is a no-op while qemu's version and the plugin's source stay the same.
+Building it again is a no-op while qemu's version and the plugin's source stay the same. The plugin
+API is the same in every qemu-user binary of a version, so the one .so serves qemu-aarch64 and
+qemu-arm (32-bit ARM) alike.
 """
 
 import re

@@ -16,7 +16,7 @@ import json
 import tomllib
 
 from .errors import BadInput
-from .targets import _SCHEMA, Target, _check, _check_bare_metal
+from .targets import _SCHEMA, Target, _check, _check_bare_metal, _check_tvm_runtime
 
 
 def parse_settings(items: list[str]) -> dict[str, object]:
@@ -50,6 +50,7 @@ def with_settings(target: Target, settings: dict[str, object]) -> Target:
         node[key] = value
     try:
         _check(data, _SCHEMA, target.path)
+        _check_tvm_runtime(data, target.path)
         if data["os"] == "none":
             _check_bare_metal(data, target.path)
     except BadInput as err:

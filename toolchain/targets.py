@@ -7,6 +7,11 @@ from pathlib import Path
 from .errors import BadInput
 from .paths import TARGETS_DIR
 
+# tvm_runtime values: "shared", the Relax VM in libtvm_runtime.so and libtvm_ffi.so built for the
+# board, which the bundle carries (the default on Linux); "none", TVM's kernels behind a static C
+# driver, no TVM runtime at all (the only choice without an OS; a Linux board gets one executable).
+TVM_RUNTIMES = ("shared", "none")
+
 # key -> (python type, required). Nested tables have their own schema.
 _SCHEMA: dict = {
     "name": (str, True),
@@ -20,6 +25,8 @@ _SCHEMA: dict = {
     "default_backend": (str, True),
     "runners": (list, True),
     "tvm_target": (dict, True),
+    # What the tvm backend's bundle runs on (TVM_RUNTIMES); bare-metal boards can only have "none".
+    "tvm_runtime": (str, False),
     # Backends this board cannot use, each with the reason given to a user who asks for it.
     "unavailable_backends": (dict, False),
     "emulator": ({
@@ -88,6 +95,7 @@ class Target:
     tvm_target: dict
     memory: dict
     path: Path
+    tvm_runtime: str = "shared"
     emulator: dict | None = None
     firmware: dict | None = None
     flash: dict | None = None
@@ -130,6 +138,14 @@ def _check_bare_metal(data: dict, path: Path) -> None:
             raise BadInput(f"{path}: a bare-metal target's emulator needs 'emulator.{key}'.")
 
 
+def _check_tvm_runtime(data: dict, path: Path) -> None:
+    runtime = data["tvm_runtime"]
+    if runtime not in TVM_RUNTIMES:
+        raise BadInput(f"{path}: tvm_runtime is '{runtime}'; use {' or '.join(repr(r) for r in TVM_RUNTIMES)}.")
+    if data["os"] == "none" and runtime != "none":
+        raise BadInput(f"{path}: a bare-metal target (os \"none\") has no TVM runtime; tvm_runtime must be 'none'.")
+
+
 def load_target_file(path: Path) -> Target:
     import hashlib
 
@@ -145,6 +161,8 @@ def load_target_file(path: Path) -> Target:
         raise BadInput(f"{path}: default_backend '{data['default_backend']}' is not in backends {data['backends']}.")
     if data["os"] == "none":
         _check_bare_metal(data, path)
+    data.setdefault("tvm_runtime", "none" if data["os"] == "none" else "shared")
+    _check_tvm_runtime(data, path)
     return Target(
         **{**data, "backends": tuple(data["backends"]), "runners": tuple(data["runners"])},
         path=path,

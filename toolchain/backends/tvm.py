@@ -6,6 +6,9 @@ The bundle (toolchain/bundle.py protocol):
     lib/        libtvm_runtime.so and libtvm_ffi.so for the target's architecture
     runner.cpp  the runner's source, for reference
     run.sh, manifest.json
+A target with tvm_runtime = "none" (every microcontroller; Linux boards with no TVM runtime built for
+them) gets TVM's kernels behind a static C driver instead: tvm_static.py, then tvm_micro.py for
+firmware or tvm_static_linux.py for a Linux executable. CUDA targets: tvm_cuda.py.
 tvm is imported only inside the functions that need it: importing it takes over a second.
 """
 
@@ -225,10 +228,14 @@ class TvmBackend:
         model, target, bundle_dir = request.model, request.target, request.bundle_dir
         if model.format not in self.formats:
             raise BadInput(f"backend tvm compiles {' or '.join(self.formats)} models, not {model.format}.")
-        if target.os == "none":  # microcontrollers: static C driver and firmware, no TVM runtime
-            from .tvm_micro import compile_for_microcontroller
+        if target.tvm_runtime == "none":  # TVM's kernels behind a static C driver (tvm_static.py)
+            if target.os == "none":  # in harness firmware
+                from .tvm_micro import compile_for_microcontroller
 
-            return compile_for_microcontroller(request)
+                return compile_for_microcontroller(request)
+            from .tvm_static_linux import compile_linux_executable  # in one Linux executable
+
+            return compile_linux_executable(request)
         if target.tvm_target["kind"] == "cuda":  # NVIDIA GPUs: device code built with the CUDA toolkit
             from .tvm_cuda import compile_for_gpu
 
@@ -271,7 +278,7 @@ def _compiler_versions() -> dict[str, str]:
     compilers = {}
     for target in all_targets():
         if "tvm" in target.backends:
-            name = f"{target.cross_prefix}{'gcc' if target.os == 'none' else 'g++'}"
+            name = f"{target.cross_prefix}{'gcc' if target.tvm_runtime == 'none' else 'g++'}"
             path = shutil.which(name)
             compilers[name] = cross.tool_version(path) if path else "not installed"
     return compilers
