@@ -120,3 +120,11 @@ def test_cli_bench_on_the_farm(farm, tiny_onnx, tmp_path):
     assert "over 9 runs on tvm-rpc" in benched.stdout
     refused = invoke("bench", "--backend", "onnxruntime", *common)
     assert refused.returncode != 0 and "tvm-rpc: it runs TVM bundles only" in refused.stderr
+
+
+def test_a_board_without_a_tvm_runtime_is_refused_before_connecting():
+    from toolchain.bundle import Entry
+
+    runner = runners.get("tvm-rpc").connect(runners.Connection(rpc="127.0.0.1:9", key=KEY))
+    assert "no TVM runtime" in runner.unavailable_reason(load_target("rpi2"), Entry("native", ["./run.sh"], "armv7l"))
+    assert runner.unavailable_reason(load_target("rpi4"), Entry("native", ["./run.sh"], "aarch64")) is None

@@ -1,7 +1,8 @@
 """Content-addressed build cache: a build folder is reused when its key matches and its files are intact.
 
 The key covers everything that can change the result: the model's bytes, the target profile's bytes,
-the backend and options, the versions of every tool involved, and edgeyard's own code and templates.
+the backend and options, the versions of every tool involved, and edgeyard's own code, templates and
+firmware sources.
 Checking it imports no heavy library, so a cache hit costs about as much as starting Python.
 """
 
@@ -16,7 +17,7 @@ from .paths import PROJECT_ROOT
 
 def _source_fingerprint() -> str:
     digest = hashlib.sha256()
-    for folder in ("toolchain", "templates"):
+    for folder in ("toolchain", "templates", "firmware"):
         for path in sorted((PROJECT_ROOT / folder).rglob("*")):
             if path.is_file() and path.suffix not in (".pyc",):
                 digest.update(str(path.relative_to(PROJECT_ROOT)).encode())

@@ -53,6 +53,8 @@ class TvmRpcRunner:
             return f"target {target.name} is not a Linux board"
         if entry.kind != "native":
             return "it runs TVM bundles only"
+        if target.tvm_runtime == "none":
+            return f"{target.name}'s bundle is one static executable with no TVM runtime to serve RPC"
         return None
 
     def execute(self, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, out_dir: Path, samples: int,
