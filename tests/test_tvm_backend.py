@@ -366,3 +366,24 @@ def test_versions_are_cheap_and_complete():
     # Neither importing the backend nor asking its versions may import tvm (over a second).
     probe = "import sys, toolchain.backends.tvm as b; b.TvmBackend().versions(); sys.exit('tvm' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", probe], cwd=Path(__file__).parent.parent).returncode == 0
+
+
+def test_fully_connected_on_a_rank4_input_keeps_the_models_output_shape(tmp_path):
+    """Pooling to 1x1 then Flatten: the converter feeds FULLY_CONNECTED the rank-4 tensor (as in ResNet-8)."""
+    import tensorflow as tf
+
+    def pooled_dense():
+        tf.keras.utils.set_random_seed(3)
+        inputs = tf.keras.Input((4, 4, 3), batch_size=1)
+        x = tf.keras.layers.Conv2D(8, 1, activation="relu")(inputs)
+        x = tf.keras.layers.AveragePooling2D(4)(x)
+        outputs = tf.keras.layers.Dense(5)(tf.keras.layers.Flatten()(x))
+        return tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs)).convert()
+
+    model = _tflite_file(tmp_path / "pooled_dense.tflite", pooled_dense)
+    assert model.outputs[0].shape == (1, 5)
+    _compile(model, "host", tmp_path / "bundle")
+    inputs = _random_inputs(model, seed=1)
+    outputs = _run_bundle(tmp_path / "bundle", inputs, tmp_path / "run")
+    assert outputs[0].shape[1:] == (1, 5)  # samples x the output shape
+    np.testing.assert_allclose(outputs[0], _litert_outputs(model, inputs)[0], rtol=1e-5, atol=1e-5)

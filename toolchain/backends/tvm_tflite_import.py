@@ -12,6 +12,9 @@ operators LiteRT's arithmetic, that of the kernels the default interpreter runs 
                      half to even (the frontend summed float products: rare 1 LSB differences)
     ADD              XNNPACK: fixed-point multipliers with 2**shift scaling, rounded half up
 
+FULLY_CONNECTED of any type also gets the output shape the model lists (the frontend ignores
+keep_num_dims, so a rank-4 input kept its rank).
+
 Other operators, and int8 ones outside these forms, keep the frontend's conversion.
 tvm is imported inside the function: this module is imported with every backend.
 """
@@ -142,8 +145,10 @@ def int8_operator_converter():
             bias_tensor = rest[0] if rest and rest[0].tensor_idx >= 0 else None
             output_tensor = self.get_output_tensors(op)[0]
             activation = options(op, FullyConnectedOptions).FusedActivationFunction()
+            output_shape = [int(d) for d in self.get_tensor_shape(output_tensor)]
             if not self._computes_in_integers(input_tensor, weight_tensor, bias_tensor, output_tensor, activation):
-                return super().convert_fully_connected(op)
+                # The frontend ignores keep_num_dims=False: a [1,1,1,64] input gave [1,1,1,10], not [1,10].
+                return relax.op.reshape(super().convert_fully_connected(op), output_shape)
 
             weights = self.get_tensor_value(weight_tensor).astype("int32")  # [OC, IC]
             input_size = int(np.prod([int(d) for d in self.get_tensor_shape(input_tensor)]))
@@ -153,7 +158,7 @@ def int8_operator_converter():
                 accumulator = relax.op.add(accumulator, relax.const(self.get_tensor_value(bias_tensor), "int32"))
             scale = requantization_scale(input_tensor, weight_tensor, output_tensor)
             output = self._requantize(accumulator, scale, output_tensor, activation_range(output_tensor, activation))
-            return relax.op.reshape(output, [int(d) for d in self.get_tensor_shape(output_tensor)])
+            return relax.op.reshape(output, output_shape)
 
         def convert_add(self, op):
             a, b = self.get_input_tensors(op)
