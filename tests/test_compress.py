@@ -34,8 +34,9 @@ def digits_cnn(digits, tmp_path_factory) -> Path:
     keras.utils.set_random_seed(3)
     model = keras.Sequential([
         keras.Input((8, 8, 1), name="image"),
-        keras.layers.Conv2D(8, 3, activation="relu", padding="same"),
-        keras.layers.Conv2D(16, 3, activation="relu"),
+        # Named: Keras numbers unnamed layers per process, so the names would depend on the tests run before.
+        keras.layers.Conv2D(8, 3, activation="relu", padding="same", name="conv2d"),
+        keras.layers.Conv2D(16, 3, activation="relu", name="conv2d_1"),
         keras.layers.MaxPooling2D(),
         keras.layers.Flatten(),
         keras.layers.Dense(10, activation="softmax"),
