@@ -88,11 +88,11 @@ def test_float_model_exits_2_with_quantize_hint(tiny_tflite):
 
 
 def test_quantized_keras_model_compiles(tmp_path, tiny_keras):
-    from toolchain.convert.int8 import to_int8_tflite
+    from toolchain.convert.quantize import to_quantized_tflite
 
     info = load_model(tiny_keras)
     calibration = np.random.default_rng(1).random((16, *info.inputs[0].shape), dtype=np.float32)
-    quantized = to_int8_tflite(info, tmp_path, calibration)
+    quantized = to_quantized_tflite(info, tmp_path, "int8", calibration)
     assert quantized.inputs[0].dtype == "int8" and quantized.outputs[0].dtype == "int8"
     manifest = _compile(quantized.path, load_target(TARGET), tmp_path / "bundle")
     assert manifest["estimate"]["operators"]["npu"] > 0
@@ -129,7 +129,8 @@ def test_profiles_name_every_vela_setting():
 
 def test_default_model_is_quantized_and_estimated_in_the_report(tmp_path):
     report = build(BuildOptions(target=TARGET, out=tmp_path / "out")).report
-    assert report["model"]["quantized"] == "int8, calibrated on digits.npz"
+    q = report["quantization"]
+    assert (q["mode"], q["io"], q["calibration"]["source"]) == ("int8", "int8", "digits.npz (x_train)")
     _check_estimate(report["estimate"], load_target(TARGET))
     assert report["memory"]["ram_bytes"] == report["estimate"]["sram_bytes"]
     assert report["validation"]["status"].startswith("built, not run on target: no Ethos-U NPU here")
