@@ -6,10 +6,11 @@ bytes for the same model. Each returns load_model() of the file it wrote.
 
 import os
 import warnings
+from dataclasses import replace
 from pathlib import Path
 
 from ..errors import BadInput, BuildError
-from ..model import ModelInfo, load_model
+from ..model import ModelInfo, TensorInfo, load_model
 from ..model.reasons import reason
 
 ONNX_OPSET = 17  # supported by tf2onnx 1.17, ONNX Runtime and TVM's ONNX frontend
@@ -104,8 +105,18 @@ def _write_atomically(target: Path, write) -> None:
 
 
 def _reload(target: Path, source: ModelInfo) -> ModelInfo:
-    """load_model() of a converted file, at the source's input shapes where the file left a dim dynamic."""
+    """load_model() of a converted file, at the source's input shapes where the file left a dim dynamic.
+
+    ONNX keeps no quantization parameters on a graph's inputs and outputs: a converted int8 tensor
+    carries the source's, so that validation compares it in LSB like the source's."""
     converted = load_model(target)
     if [t.shape for t in converted.inputs] != [t.shape for t in source.inputs]:
         converted = load_model(target, {c.name: s.shape for c, s in zip(converted.inputs, source.inputs)})
+    converted.inputs = _with_quantization(converted.inputs, source.inputs)
+    converted.outputs = _with_quantization(converted.outputs, source.outputs)
     return converted
+
+
+def _with_quantization(tensors: list[TensorInfo], sources: list[TensorInfo]) -> list[TensorInfo]:
+    return [replace(t, quant=s.quant) if t.quant is None and t.dtype == s.dtype and t.shape == s.shape else t
+            for t, s in zip(tensors, sources)]

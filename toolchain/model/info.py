@@ -34,6 +34,8 @@ class ModelInfo:
     ops: dict[str, int] = field(default_factory=dict)  # op name -> count, e.g. {"CONV_2D": 2}
     params: int = 0  # trainable and constant weights, in elements
     macs: int = 0  # multiply-accumulates per inference (conv, depthwise, dense, matmul)
+    # What loading changed to make the model usable (pinned dimensions, a fallback loader), one line each.
+    repairs: list[str] = field(default_factory=list)
 
     @property
     def stem(self) -> str:
@@ -49,4 +51,5 @@ class ModelInfo:
             "ops": dict(self.ops),
             "params": self.params,
             "macs": self.macs,
+            "repairs": list(self.repairs),
         }

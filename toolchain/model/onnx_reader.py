@@ -10,7 +10,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import BadInput
 from .info import ModelInfo, TensorInfo
-from .pinning import check_input_names, pin_shape
+from .pinning import check_input_names, pin_shape, pinning_repairs
 from .reasons import reason
 
 # Operand index of the weight (convolutions) or left matrix (matmuls) whose shape sets the MAC count.
@@ -29,9 +29,10 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
     # Older exporters list initializers among the inputs; they are weights, not inputs.
     graph_inputs = [v for v in graph.input if v.name not in weights]
     check_input_names(path, input_shapes, [v.name for v in graph_inputs])
+    declared = [_declared_dims(v) for v in graph_inputs]
     inputs = [
-        TensorInfo(v.name, pin_shape(path, v.name, _declared_dims(v), input_shapes.get(v.name)), _dtype(v))
-        for v in graph_inputs
+        TensorInfo(v.name, pin_shape(path, v.name, dims, input_shapes.get(v.name)), _dtype(v))
+        for v, dims in zip(graph_inputs, declared)
     ]
     shapes = _inferred_shapes(path, model, inputs)
     if any(v.name not in shapes for v in graph.output):
@@ -46,6 +47,7 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
         ops=dict(Counter(_op_name(node) for node in graph.node)),
         params=sum(prod(t.dims) for t in graph.initializer),
         macs=sum(_node_macs(node, shapes) for node in graph.node),
+        repairs=pinning_repairs(declared, inputs, input_shapes),
     )
 
 

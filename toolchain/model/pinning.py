@@ -39,6 +39,16 @@ def pin_shape(path: Path, name: str, declared: Dims | None, override: tuple[int,
     return override
 
 
+def pinning_repairs(declared: Sequence[Dims | None], pinned: Sequence, input_shapes: dict) -> list[str]:
+    """One line per input whose dynamic dimensions were pinned without an input_shapes entry (a repair the
+    report lists); `pinned` are the inputs' TensorInfo in the order of `declared`."""
+    return [
+        f"input {tensor.name!r}: dynamic dimensions {format_dims(dims)} pinned to {list(tensor.shape)}"
+        for dims, tensor in zip(declared, pinned)
+        if tensor.name not in input_shapes and dims is not None and None in dims
+    ]
+
+
 def format_dims(declared: Dims | None) -> str:
     if declared is None:
         return "of unknown rank"

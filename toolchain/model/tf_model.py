@@ -13,9 +13,12 @@ from pathlib import Path
 
 from ..errors import BadInput
 from .info import ModelInfo, TensorInfo
-from .pinning import check_input_names, pin_shape
+from .pinning import check_input_names, pin_shape, pinning_repairs
 from .reasons import reason
 
+# What load_savedmodel does to every SavedModel, listed among the model's repairs.
+SAVEDMODEL_LOADER = ("serving signature read with the TF1 SavedModel loader (the TF2 loader rejects some, "
+                     "e.g. stale optimizer slots) and its variables frozen into constants")
 # Graph plumbing that says nothing about what the model computes.
 PLUMBING_OPS = {"Const", "Identity", "IdentityN", "NoOp", "Placeholder"}
 
@@ -24,9 +27,10 @@ def read_keras(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]]
     model = load_keras(str(path), sha256)
     names = [t.name for t in model.inputs]
     check_input_names(path, input_shapes, names)
+    declared = [list(t.shape) for t in model.inputs]
     inputs = [
-        TensorInfo(name, pin_shape(path, name, list(t.shape), input_shapes.get(name)), _dtype_name(t.dtype))
-        for name, t in zip(names, model.inputs)
+        TensorInfo(name, pin_shape(path, name, dims, input_shapes.get(name)), _dtype_name(t.dtype))
+        for name, dims, t in zip(names, declared, model.inputs)
     ]
     graph = _graph_summary(concrete_function(path, "keras", sha256, tuple(inputs)))
     return ModelInfo(
@@ -38,6 +42,7 @@ def read_keras(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]]
         ops=dict(Counter(_layer_classes(model))),
         params=int(model.count_params()),
         macs=graph.macs,
+        repairs=pinning_repairs(declared, inputs, input_shapes),
     )
 
 
@@ -58,6 +63,7 @@ def read_savedmodel(path: Path, sha256: str, input_shapes: dict[str, tuple[int, 
         ops=graph.ops,
         params=graph.weights,
         macs=graph.macs,
+        repairs=[SAVEDMODEL_LOADER, *pinning_repairs(saved.input_dims, inputs, input_shapes)],
     )
 
 

@@ -9,7 +9,7 @@ import tflite
 
 from ..errors import BadInput
 from .info import ModelInfo, TensorInfo
-from .pinning import check_input_names, pin_shape
+from .pinning import check_input_names, pin_shape, pinning_repairs
 from .reasons import reason
 
 OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
@@ -28,9 +28,10 @@ def read_tflite(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]
         output_indices = [graph.Outputs(i) for i in range(graph.OutputsLength())]
         names = [_tensor_name(graph, i) for i in input_indices]
         check_input_names(path, input_shapes, names)
+        declared = [_declared_dims(graph.Tensors(i)) for i in input_indices]
         inputs = [
-            _tensor_info(graph, i, pin_shape(path, name, _declared_dims(graph.Tensors(i)), input_shapes.get(name)))
-            for i, name in zip(input_indices, names)
+            _tensor_info(graph, i, pin_shape(path, name, dims, input_shapes.get(name)))
+            for i, name, dims in zip(input_indices, names, declared)
         ]
         shapes = _stored_shapes(graph)
         if any(t.shape != shapes[i] for t, i in zip(inputs, input_indices)):
@@ -42,7 +43,8 @@ def read_tflite(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]
         # The flatbuffer accessors fail this way on truncated or damaged files.
         raise BadInput(f"{path} is a damaged TFLite model ({reason(err)}).") from None
     return ModelInfo(
-        path=path, format="tflite", sha256=sha256, inputs=inputs, outputs=outputs, ops=ops, params=params, macs=macs
+        path=path, format="tflite", sha256=sha256, inputs=inputs, outputs=outputs, ops=ops, params=params, macs=macs,
+        repairs=pinning_repairs(declared, inputs, input_shapes),
     )
 
 

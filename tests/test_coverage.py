@@ -1,0 +1,95 @@
+"""--backend auto (fallback with recorded reasons, its own cached folder) and `invoke coverage` over a folder."""
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from toolchain import validate
+from toolchain.build import AllBackendsFailed, BuildOptions, build
+
+from conftest import PROJECT_ROOT, invoke
+
+TVM_BLOCKED = "backend 'tvm' cannot import op FULLY_CONNECTED (dynamic-range quantized)"
+
+
+def test_auto_falls_back_to_litert_and_records_why_tvm_stopped(tmp_path, hybrid_tflite, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # the default folder is relative: build/<target>/<stem>/auto/
+    result = build(BuildOptions(target="host", model=hybrid_tflite, backend="auto", samples=4))
+    assert result.out_dir == Path("build/host/hybrid_dense/auto")
+    report = json.loads((result.out_dir / "report.json").read_text())
+    assert report["backend"] == "litert" and report["validation"]["passed"]
+    assert [a["backend"] for a in report["attempts"]] == ["tvm", "litert"]
+    assert TVM_BLOCKED in report["attempts"][0]["error"] and report["attempts"][1]["error"] is None
+    assert report["out_dir"] == str(result.out_dir)
+    assert sorted(p.name for p in result.out_dir.iterdir()) == ["bundle", "report.json", "report.md"]
+    markdown = (result.out_dir / "report.md").read_text()
+    assert "## Backend choice (--backend auto)" in markdown and "| litert | **chosen** |" in markdown
+    assert TVM_BLOCKED in markdown
+
+
+def test_auto_cache_hit_is_instant_and_imports_no_heavy_library(tmp_path, hybrid_tflite):
+    args = ["build", "--target", "host", "--backend", "auto", "--model", str(hybrid_tflite), "--out", str(tmp_path),
+            "--samples", "4"]
+    first = invoke(*args)
+    assert first.returncode == 0, first.stderr
+    assert "backend litert chosen by --backend auto after tvm: backend 'tvm' cannot import op" in first.stdout
+    started = time.monotonic()
+    assert "cached: nothing to do" in invoke(*args).stdout
+    assert time.monotonic() - started < 5  # generous: nothing is rebuilt or retried
+    probe = (f"import sys; from pathlib import Path; from toolchain.build import BuildOptions, build; "
+             f"r = build(BuildOptions(target='host', model=Path({str(hybrid_tflite)!r}), backend='auto', "
+             f"out=Path({str(tmp_path)!r}), samples=4)); "
+             f"print(r.cached, r.report['backend'], sorted(m for m in ('tensorflow', 'keras', 'tvm', 'ai_edge_litert', "
+             f"'onnxruntime', 'onnx', 'onnxslim') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert out.stdout.split() == ["True", "litert", "[]"], out.stderr
+
+
+def test_auto_with_every_backend_failing_names_each_reason(tmp_path, hybrid_tflite, monkeypatch):
+    monkeypatch.setitem(validate.FLOAT_TOLERANCE, "float32", -1.0)  # no result can be within this
+    with pytest.raises(AllBackendsFailed) as failure:
+        build(BuildOptions(target="host", model=hybrid_tflite, backend="auto", out=tmp_path / "out", samples=4))
+    message = str(failure.value)
+    assert message.startswith(f"no backend of host could build hybrid_dense.tflite: tvm: {TVM_BLOCKED}; "
+                              "litert: validation failed for litert on host: output")
+    assert "; onnxruntime: validation failed for onnxruntime on host: output" in message
+    assert failure.value.exit_code == 1  # validation failures among them: a build failure, not bad input
+    assert [a["backend"] for a in failure.value.attempts] == ["tvm", "litert", "onnxruntime"]
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_coverage_matrix_over_a_folder_of_models(tmp_path, tiny_onnx, hybrid_tflite):
+    models = tmp_path / "models"
+    models.mkdir()
+    for model in (tiny_onnx, hybrid_tflite):
+        shutil.copy(model, models / model.name)
+    (models / "broken.tflite").write_bytes(b"\x00not a flatbuffer" * 8)  # one failing model never stops the matrix
+    (models / "notes.txt").write_text("not a model: skipped")
+    out = tmp_path / "coverage"
+    result = invoke("coverage", "--models", str(models), "--targets", "host", "--out", str(out), "--samples", "4")
+    assert result.returncode == 1, result.stderr  # a failed cell fails the command, after the matrix is written
+    assert "1 of 3 builds failed" in result.stderr
+
+    coverage = json.loads((out / "coverage.json").read_text())
+    assert coverage["targets"] == ["host"] and coverage["backend"] == "auto"
+    assert (coverage["builds"], coverage["validated"], coverage["failed"]) == (3, 2, 1)
+    cells = {row["model"]: row["cells"]["host"] for row in coverage["rows"]}
+    assert list(cells) == ["broken.tflite", "hybrid_dense.tflite", "tiny_mlp.onnx"]
+    assert cells["tiny_mlp.onnx"]["status"] == "validated" and cells["tiny_mlp.onnx"]["backend"] == "tvm"
+    hybrid = cells["hybrid_dense.tflite"]
+    assert hybrid["backend"] == "litert" and TVM_BLOCKED in hybrid["attempts"][0]["error"]
+    assert hybrid["text"] == "validated: litert (tvm: cannot import op FULLY_CONNECTED (dynamic-range quantized))"
+    assert cells["broken.tflite"]["status"] == "failed" and cells["broken.tflite"]["text"].startswith("failed (tvm: ")
+    assert (out / "host" / "hybrid_dense.tflite" / "auto" / "report.json").is_file()
+
+    for line in ("hybrid_dense.tflite  validated: litert (tvm: cannot import op FULLY_CONNECTED",
+                 "tiny_mlp.onnx        validated: tvm", "2 of 3 builds validated, 1 failed"):
+        assert line in result.stdout
+    markdown = (out / "coverage.md").read_text()
+    assert "| model | host |" in markdown and "| `tiny_mlp.onnx` | validated: tvm |" in markdown
+    assert "- `broken.tflite` on host:" in markdown
