@@ -13,18 +13,25 @@ from toolchain import console
 HELP = {
     "target": "target profile name (see `invoke targets`)",
     "model": "model file: .keras/.h5, SavedModel folder, .tflite or .onnx (default: the embedded digits CNN)",
-    "backend": "tvm, litert or onnxruntime (default: the target's default backend); bench: all compares them",
+    "backend": "tvm, litert or onnxruntime (default: the target's default backend); auto: the first of the target's "
+               "backends that builds and validates, recording why the others did not; bench: all compares them",
     "out": "output folder (default: build/<target>/<model-stem>/<backend>/)",
     "input_shape": "pin an input's shape, NAME:1x49x10x1 (repeatable)",
     "data": ".npz with x/y (or x_test/y_test) for validation inputs and accuracy",
     "samples": "validation samples (default 32)",
     "threads": "inference threads on the target (default 1)",
-    "quantize": "int8: full-integer quantization, calibrated on --data (x_train, x or x_test)",
+    "quantize": "none (default), fp16, dynamic (int8 weights) or int8 (full integer, calibrated)",
+    "quantize_io": "--quantize int8: int8 (default for TFLite) or float (ONNX: always float) inputs and outputs",
+    "calibration": "--quantize int8 calibration inputs: .npz (x_train, x or x_test), .npy or a folder of them "
+                   "(default: --data, or the default model's training split)",
+    "eval_data": "labelled .npz (x/y or x_test/y_test) for the float and quantized accuracy "
+                 "(default: --data's or the default model's test split)",
     "precision": "FPGA fixed-point type of every layer, e.g. ap_fixed<16,6> (default: the target's)",
     "layer_precision": "one layer's FPGA fixed-point type, NAME=ap_fixed<24,10> (repeatable)",
     "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
     "debug": "show the traceback of an error",
 }
+QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data")  # build and bench only
 # How `bench` and `deploy` reach a real board.
 BOARD_HELP = {
     "host": "run on a Linux board over SSH: [USER@]ADDRESS",
@@ -45,12 +52,13 @@ def _finish(action, debug: bool):
 
 @task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
-          quantize=None, precision=None, layer_precision=None, set=None, debug=False):
+          quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
+          set=None, debug=False):
     """Build, run, validate and time a model for a target; writes report.json and report.md."""
     from toolchain.build import build as run_build
 
     options = lambda: console.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
-                               quantize, precision, layer_precision, set)
+                               quantize, precision, layer_precision, set, quantize_io, calibration, eval_data)
     result = _finish(lambda: run_build(options(), console.Progress()), debug)
     from toolchain import report
 
@@ -61,13 +69,15 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
       iterable=["input_shape", "layer_precision", "set"])
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
-          identity=None, known_hosts=None, rpc=None, key=None, debug=False):
+          identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
+          debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain import report
     from toolchain.build import compare_backends, run_bench
 
     options = lambda: console.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
-                               samples, threads, quantize, precision, layer_precision, set)
+                               samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
+                               eval_data)
     board = lambda: console.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _finish(lambda: compare_backends(options(), runs, warmup, progress=console.Progress(),
@@ -78,7 +88,7 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     print(report.summary(result.report))
 
 
-@task(help={**{k: v for k, v in HELP.items() if k not in ("quantize", "precision", "layer_precision", "set")},
+@task(help={**{k: v for k, v in HELP.items() if k not in QUANTIZE_OPTIONS + ("precision", "layer_precision", "set")},
             **{k: BOARD_HELP[k] for k in ("port", "identity", "known_hosts")},
             "host": "the Linux board, [USER@]ADDRESS (required)"},
       iterable=["input_shape"])
@@ -104,7 +114,7 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
           f"run it there with: cd {done.remote_dir} && ./run.sh IN_DIR OUT_DIR SAMPLES WARMUP REPEAT")
 
 
-@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads", "quantize")},
+@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads") + QUANTIZE_OPTIONS},
             "logic": "also run Vivado logic synthesis after C synthesis (slower; post-synthesis resources)"},
       iterable=["input_shape", "layer_precision", "set"])
 def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, data=None, samples=32, precision=None,
@@ -140,6 +150,25 @@ def targets(c, debug=False):
     print(_finish(target_table, debug))
 
 
+@task(help={"models": "folder of models: .keras/.h5, .tflite and .onnx files, SavedModel folders (others are skipped)",
+            "targets": "comma-separated target profiles (default: host)",
+            "backend": "auto (default) or one backend for every build",
+            "out": "folder for the builds and coverage.json/.md (default: build/coverage/)",
+            "samples": HELP["samples"], "debug": HELP["debug"]})
+def coverage(c, models, targets="host", backend="auto", out=None, samples=32, debug=False):
+    """Build every model in a folder for every target; print the matrix, write coverage.json and coverage.md."""
+    from pathlib import Path
+
+    from toolchain.coverage import matrix_text, run_coverage
+
+    result = _finish(lambda: run_coverage(Path(models), console.parse_names(targets), backend,
+                                          Path(out) if out else None, samples, console.Progress()), debug)
+    print(matrix_text(result))
+    if result["failed"]:
+        raise Exit(f"error: {result['failed']} of {result['builds']} builds failed; "
+                   f"see {result['out_dir']}/coverage.md", code=1)
+
+
 @task(help={"slow": "also run the slow end-to-end tests", "k": "only tests matching this expression",
             "x": "stop at the first failure"})
 def test(c, slow=False, k=None, x=False):
@@ -166,3 +195,51 @@ def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=
     out_dir = build_dir_for(target, model, backend, out)
     print("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run),
                                                          debug)))
+
+
+COMPRESS_HELP = {
+    "data": ".npz with x_train, y_train, x_test, y_test (the default model comes with its digits)",
+    "epochs": "training epochs on --data's training split",
+    "out": "the smaller model's .keras file (default: build/compress/<model-stem>_<what>.keras); "
+           "its report goes beside it as .json and .md",
+    "debug": HELP["debug"],
+}
+
+
+@task(help={**COMPRESS_HELP, "model": "Keras model .keras/.h5 (default: the embedded digits CNN)",
+            "sparsity": "fraction to remove, 0 < S < 1: of each hidden layer's channels (--structured) or of each "
+                        "kernel's weights (default 0.5)",
+            "structured": "remove whole channels (smaller, faster model) instead of zeroing single weights",
+            "epochs": "fine-tuning epochs on --data's training split (default 10; 0: no fine-tuning, no --data "
+                      "needed)"})
+def prune(c, model=None, sparsity=0.5, structured=False, data=None, epochs=10, out=None, debug=False):
+    """Prune a Keras model (channels or weights), fine-tune it, write it with a report of its size and accuracy."""
+    from pathlib import Path
+
+    from toolchain.compress.common import summary
+    from toolchain.compress.prune import prune as run_prune
+
+    result = _finish(lambda: run_prune(Path(model) if model else None, sparsity, structured,
+                                       Path(data) if data else None, epochs, Path(out) if out else None,
+                                       console.Progress()), debug)
+    print(summary(result.report))
+
+
+@task(help={**COMPRESS_HELP, "teacher": "Keras teacher .keras/.h5 (default: the embedded digits CNN)",
+            "student": "width=X: the teacher's architecture with every hidden layer's channels times X (fresh "
+                       "weights), or a .keras file with the student's architecture (default width=0.5)",
+            "temperature": "softening temperature T of both models' logits (default 4)",
+            "alpha": "weight of the labels' loss; 1 - alpha weighs the teacher's (default 0.1)",
+            "epochs": "training epochs on --data's training split (default 60)"})
+def distill(c, teacher=None, student="width=0.5", data=None, temperature=4.0, alpha=0.1, epochs=60, out=None,
+            debug=False):
+    """Train a smaller student on a teacher's softened outputs; write it with a report comparing both."""
+    from pathlib import Path
+
+    from toolchain.compress.common import summary
+    from toolchain.compress.distill import distill as run_distill
+
+    result = _finish(lambda: run_distill(Path(teacher) if teacher else None, student, Path(data) if data else None,
+                                         temperature, alpha, epochs, Path(out) if out else None, console.Progress()),
+                     debug)
+    print(summary(result.report))

@@ -5,18 +5,18 @@ temporary sibling folder and moved into place when complete, so a failure leaves
 and an older good build stays untouched.
 """
 
+import hashlib
 import shutil
 import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
-from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
 from . import __version__, backends, bench, cache, report, runners, validate
 from .bundle import entry_of, read_manifest
-from .errors import BadInput, BuildError, EdgeyardError
+from .errors import EXIT_BUILD_FAILED, BadInput, BuildError, EdgeyardError
 from .model import model_sha256
 from .model.info import ModelInfo, TensorInfo
 from .paths import build_dir_for
@@ -25,6 +25,7 @@ from .targets import Target, load_target
 
 Progress = Callable[[str], None]
 BUNDLE = "bundle"
+AUTO = "auto"  # --backend auto: the target's backends in its order of preference, the first that builds and validates
 
 
 def _quiet(_: str) -> None:
@@ -41,7 +42,10 @@ class BuildOptions:
     data: Path | None = None  # .npz with x/y (or x_test/y_test) for validation inputs and accuracy
     samples: int = validate.DEFAULT_SAMPLES
     threads: int = 1
-    quantize: str | None = None  # "int8": full-integer post-training quantization, calibrated on `data`
+    quantize: str | None = None  # none, fp16, dynamic or int8 (post-training); None: none (int8 for int8-only backends)
+    quantize_io: str | None = None  # int8: "int8" or "float" inputs and outputs (None: int8 for TFLite, float for ONNX)
+    calibration: Path | None = None  # int8 calibration inputs: .npz, .npy or a folder of them (None: `data`)
+    eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
 
 
@@ -63,6 +67,7 @@ class _Plan:
     out_dir: Path
     key: str
     versions: dict
+    quantization: object = None  # convert.quantize.Request, or None
 
 
 def _target(opts: BuildOptions) -> Target:
@@ -80,8 +85,11 @@ def _plan(opts: BuildOptions) -> _Plan:
                        f"(its backends: {', '.join(target.backends)}).")
     if opts.samples < 1:
         raise BadInput(f"--samples must be at least 1, not {opts.samples}.")
-    if opts.quantize not in (None, "int8"):
-        raise BadInput(f"--quantize takes int8, not '{opts.quantize}'.")
+    from .convert.quantize import plan as quantization_plan
+
+    # Before the default model is built: option mistakes fail at once.
+    quantization = quantization_plan(opts.quantize, opts.quantize_io, opts.calibration, opts.eval_data, opts.model,
+                                     backend, has_data=opts.data is not None or opts.model is None)
     data = opts.data
     if opts.model is None:
         from .model.default import default_model
@@ -92,19 +100,18 @@ def _plan(opts: BuildOptions) -> _Plan:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
     if data is not None and not Path(data).is_file():
         raise BadInput(f"{data}: dataset file not found.")
-    if opts.quantize and data is None:
-        raise BadInput("--quantize int8 needs calibration data: --data FILE.npz (x_train, x or x_test).")
     out_dir = build_dir_for(target.name, str(model_path), backend_name, opts.out)
+    from .convert import repair
     from .model import model_format
     from .model.reference import FRAMEWORKS, framework_versions
 
-    versions = {"edgeyard": __version__, **backend.versions(),
+    versions = {"edgeyard": __version__, **backend.versions(), **repair.versions(),
                 **framework_versions(FRAMEWORKS[model_format(model_path)])}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
-               "quantize": opts.quantize,
+               "quantization": quantization.cache_key() if quantization else None,
                "data": model_sha256(Path(data)) if data else None}
     key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, options, versions)
-    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions)
+    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, quantization)
 
 
 @contextmanager
@@ -148,7 +155,8 @@ def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progre
                    f"cannot take a {info.format} model; try another backend.")
 
 
-def _check_ops(info: ModelInfo, compiled: ModelInfo, backend, target: Target) -> None:
+def _check_ops(info: ModelInfo, compiled: ModelInfo, backend, target: Target, model_path: Path) -> None:
+    """Fail naming the ops the backend cannot import (in the user's model_path) and the backends that can."""
     unsupported = backend.unsupported_ops(compiled)
     if not unsupported:
         return
@@ -162,7 +170,7 @@ def _check_ops(info: ModelInfo, compiled: ModelInfo, backend, target: Target) ->
             able.append(name)
     hint = f"; try --backend {' or --backend '.join(able)}" if able else ""
     ops = ", ".join(unsupported)
-    raise BadInput(f"{info.path}: backend '{backend.name}' cannot import op{'s' if len(unsupported) > 1 else ''} "
+    raise BadInput(f"{model_path}: backend '{backend.name}' cannot import op{'s' if len(unsupported) > 1 else ''} "
                    f"{ops}{hint}.")
 
 
@@ -172,11 +180,14 @@ def _why_not_run(runner_reasons: str, manifest: dict) -> str:
 
 
 def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
+    if opts.backend == AUTO:
+        return _build_first_that_works(opts, progress)
     plan = _plan(opts)
     hit = cache.cached_report(plan.out_dir, plan.key)
     if hit is not None:
         return BuildResult(plan.out_dir, hit, cached=True)
 
+    from .convert.repair import repair
     from .model import load_model
     from .model.reference import reference_name, reference_outputs
 
@@ -184,17 +195,18 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
     progress(f"loading {plan.model_path}")
     info = load_model(plan.model_path, opts.input_shapes or None)
     with _staging(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
-        # Quantized on request, or for a backend that runs int8 only when there is data to calibrate with.
-        # The quantized model is then the model the reference runs and the bundle is validated against.
-        source = info
-        needs_int8 = getattr(plan.backend, "needs_int8", False) and info.format in ("keras", "savedmodel")
-        if opts.quantize == "int8" or (needs_int8 and plan.data is not None):
-            from .convert import int8
+        # Quantized (on request, or for an int8-only backend) from the float model in the backend's format;
+        # the quantized model is then the model the reference runs and the bundle is validated against.
+        source, quantization = info, None
+        if plan.quantization is not None:
+            from .convert.quantize import quantize_for_build
 
-            progress(f"quantizing {info.path.name} to int8, calibrated on {plan.data.name}")
-            info = int8.to_int8_tflite(info, Path(workdir), int8.calibration_inputs(plan.data, info))
+            float_model = _in_backend_format(source, plan.backend, Path(workdir), progress)
+            info, quantization = quantize_for_build(source, float_model, plan.quantization, plan.data,
+                                                    Path(workdir), progress)
         compiled = _in_backend_format(info, plan.backend, Path(workdir), progress)
-        _check_ops(info, compiled, plan.backend, plan.target)
+        compiled, repairs = repair(compiled, Path(workdir), progress)
+        _check_ops(info, compiled, plan.backend, plan.target, source.path)
         bundle_dir = stage / BUNDLE
         bundle_dir.mkdir()
         progress(f"compiling with {plan.backend.name} for {plan.target.name}")
@@ -212,32 +224,98 @@ def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
             result = runners.run_bundle(runner, plan.target, bundle_dir, manifest, inputs.tensors,
                                         bench.BUILD_WARMUP, bench.BUILD_RUNS, opts.threads, count_instructions=True)
             validation = validate.compare(result.outputs, reference, compiled.outputs, inputs.labels,
-                                          manifest.get("tolerance"))
+                                          manifest.get("tolerance") or (quantization or {}).get("validation_tolerance"))
             timing = bench.bench_section(runner, result.timings_ns, bench.BUILD_WARMUP, opts.threads,
                                          result.instructions_per_inference)
         validation.update(inputs=inputs.source, reference=reference_name(info))
         if validation["ran"] and not validation["passed"]:
             raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
                              f"{validate.failure_summary(validation)}.")
+        if quantization is not None:  # what quantizing cost, on the whole labelled set
+            from .accuracy import accuracy_change
+
+            quantization.update(accuracy_change(float_model, info, plan.quantization.eval_data, plan.data, progress))
         result_report = {
             "edgeyard": __version__,
             "cache_key": plan.key,
             "target": plan.target.name,
             "out_dir": str(plan.out_dir),
-            "model": {**source.to_dict(), "compiled_format": compiled.format,
-                      "quantized": f"int8, calibrated on {plan.data.name}" if info is not source else None},
+            "model": {**source.to_dict(), "compiled_format": compiled.format, "repairs": [*source.repairs, *repairs]},
+            "quantization": quantization,
             "backend": plan.backend.name,
             "artifacts": [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in manifest["files"]],
             "validation": validation,
             "bench": timing,
             "memory": manifest.get("memory"),  # bare-metal bundles: flash and RAM from the ELF; Linux: None
-            # Backend figures, each labelled: Vela's estimate, the GPU device code, the FPGA design.
-            **{key: manifest[key] for key in ("estimate", "cuda", "fpga") if key in manifest},
+            # Backend figures, each labelled: Vela's estimate, the GPU device code, the FPGA design,
+            # the static driver of a Linux board without a TVM runtime.
+            **{key: manifest[key] for key in ("estimate", "cuda", "fpga", "static_driver") if key in manifest},
             "toolchain": plan.versions,
             "build_seconds": round(time.time() - started, 2),
         }
         report.write(stage, result_report)
     return BuildResult(plan.out_dir, result_report, cached=False)
+
+
+class AllBackendsFailed(EdgeyardError):
+    """--backend auto: no backend of the target built and validated the model; `attempts` says why for each."""
+
+    def __init__(self, message: str, exit_code: int, attempts: list[dict]):
+        super().__init__(message, exit_code)
+        self.attempts = attempts
+
+
+def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResult:
+    """--backend auto: build() with each of the target's backends in its order of preference until one imports,
+    compiles and validates the model. That build becomes the auto folder's (build/<target>/<stem>/auto/ or
+    --out), and its report lists every backend tried with what stopped it ("attempts")."""
+    target = _target(opts)
+    plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
+    out_dir = build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out)
+    key = hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest()
+    hit = cache.cached_report(out_dir, key)
+    if hit is not None:
+        return BuildResult(out_dir, hit, cached=True)
+    started = time.time()
+    attempts, failures, chosen = [], [], None
+    with _staging(out_dir) as stage:
+        for name in target.backends:
+            progress(f"auto: trying backend {name}")
+            attempt_dir = stage / f"attempt-{name}"
+            try:
+                built = build(replace(opts, backend=name, out=attempt_dir), progress)
+            except EdgeyardError as err:
+                progress(f"auto: {name} stopped: {err}")
+                attempts.append({"backend": name, "error": str(err)})
+                failures.append(err)
+                continue
+            attempts.append({"backend": name, "error": None})
+            for item in attempt_dir.iterdir():
+                item.rename(stage / item.name)
+            attempt_dir.rmdir()
+            chosen = {**built.report, "cache_key": key, "out_dir": str(out_dir), "attempts": attempts,
+                      "build_seconds": round(time.time() - started, 2)}
+            report.write(stage, chosen)
+            break
+        if chosen is None:
+            raise _all_failed(target.name, plans[0].model_path, attempts, failures)
+    return BuildResult(out_dir, chosen, cached=False)
+
+
+def _all_failed(target: str, model_path: Path, attempts: list[dict],
+                failures: list[EdgeyardError]) -> AllBackendsFailed:
+    """One error for every backend's failure: a shared reason (an unreadable model) once, else each backend's."""
+    reasons = {short_reason(str(err), model_path) for err in failures}
+    detail = reasons.pop() if len(reasons) == 1 else "; ".join(
+        f"{a['backend']}: {short_reason(a['error'], model_path)}" for a in attempts)
+    codes = {err.exit_code for err in failures}
+    return AllBackendsFailed(f"no backend of {target} could build {model_path.name}: {detail}.",
+                             codes.pop() if len(codes) == 1 else EXIT_BUILD_FAILED, attempts)
+
+
+def short_reason(message: str, model_path: Path | str) -> str:
+    """An error message as a clause about a model already named: without its path, hint and final period."""
+    return message.replace(f"{model_path}: ", "").split("; try --backend")[0].rstrip(".")
 
 
 def _probe_inputs(manifest: dict, bundle_dir: Path) -> list:

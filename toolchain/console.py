@@ -59,8 +59,13 @@ def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
+def parse_names(text: str) -> list[str]:
+    """'host, rpi4' -> ['host', 'rpi4']: a comma-separated option such as --targets."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
-                  layer_precision=None, set=None):
+                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     from pathlib import Path
 
@@ -77,7 +82,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
     return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
                         out=Path(out) if out else None, input_shapes=parse_input_shapes(input_shape or []),
                         data=Path(data) if data else None, samples=samples, threads=threads, quantize=quantize,
-                        settings=settings)
+                        quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
+                        eval_data=Path(eval_data) if eval_data else None, settings=settings)
 
 
 def board_connection(host, port, identity, known_hosts, rpc, key):

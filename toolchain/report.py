@@ -18,6 +18,11 @@ def write_comparison(out_dir: Path, comparison: dict) -> None:
     _write_json_and_markdown(out_dir, "comparison", comparison)
 
 
+def write_coverage(out_dir: Path, coverage: dict) -> None:
+    """coverage.json and coverage.md: every model of a folder built for every target (toolchain.coverage)."""
+    _write_json_and_markdown(out_dir, "coverage", coverage)
+
+
 def _write_json_and_markdown(out_dir: Path, stem: str, data: dict) -> None:
     """<stem>.json and <stem>.md (from templates/<stem>.md.j2); each replaces its old version atomically."""
     _atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=2) + "\n")
@@ -42,6 +47,15 @@ def summary(report: dict) -> str:
     """A few lines for a human after `invoke build` or `invoke bench`."""
     v, b = report["validation"], report["bench"]
     lines = [f"{report['target']} / {report['backend']} / {Path(report['model']['path']).name} -> {report['out_dir']}"]
+    stopped = [a for a in report.get("attempts", []) if a["error"]]
+    if stopped:
+        from .build import short_reason
+
+        lines.append(f"backend {report['backend']} chosen by --backend auto after "
+                     + "; ".join(f"{a['backend']}: {short_reason(a['error'], report['model']['path'])}"
+                                 for a in stopped))
+    for line in report["model"].get("repairs", []):
+        lines.append(f"repair: {line}")
     if v["ran"]:
         acc = f", accuracy {v['accuracy']:.1%} (reference {v['reference_accuracy']:.1%})" if "accuracy" in v else ""
         agree = f", top-1 agreement {v['top1_agreement']:.0%}" if v["top1_agreement"] is not None else ""
@@ -56,6 +70,8 @@ def summary(report: dict) -> str:
     size = sum(a["bytes"] for a in report["artifacts"])
     if b["instructions_per_inference"]:
         lines.append(f"instructions per inference: {b['instructions_per_inference']:,} (instructions, not cycles)")
+    if report.get("quantization"):
+        lines.append(quantization_summary(report["quantization"]))
     if report.get("memory"):
         lines.append(f"memory: flash {report['memory']['flash_bytes']:,} B, RAM {report['memory']['ram_bytes']:,} B")
     if report.get("estimate"):
@@ -73,6 +89,18 @@ def summary(report: dict) -> str:
         lines.append(f"{report['synthesis']['label']}: {report['synthesis']['c_synthesis']}")
     lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
     return "\n".join(lines)
+
+
+def quantization_summary(q: dict) -> str:
+    """One line: mode, I/O, calibration, size before -> after, accuracy before -> after (or why there is none)."""
+    calibration = f", calibrated on {q['calibration']['samples']} samples of {q['calibration']['source']}" \
+        if q["calibration"] else ""
+    size = (f"{q['bytes']['float']:,} -> {q['bytes']['quantized']:,} B "
+            f"(weights {q['weight_bytes']['float']:,} -> {q['weight_bytes']['quantized']:,} B)")
+    a = q["accuracy"]
+    accuracy = (f"top-1 accuracy {a['float']:.1%} -> {a['quantized']:.1%} ({a['change_points']:+.1f} points) "
+                f"on {a['samples']} samples of {a['data']}") if a else f"accuracy: {q['accuracy_unavailable']}"
+    return f"quantization: {q['mode']} ({q['io']} I/O){calibration}; {size}; {accuracy}"
 
 
 def comparison_summary(comparison: dict) -> str:
