@@ -1,5 +1,6 @@
 """Shared fixtures: small models the tests build themselves (a user's clone has no shared/ folder)."""
 
+import json
 import os
 import subprocess
 import sys
@@ -104,6 +105,21 @@ def full_int8_tflite(keras_model, representative_dataset, path: Path) -> Path:
     converter.inference_output_type = tf.int8
     path.write_bytes(converter.convert())
     return path
+
+
+HEAVY_MODULES = ("tensorflow", "keras", "tvm", "ai_edge_litert", "onnxruntime", "onnx", "onnxslim")
+
+
+def cached_build_in_fresh_python(model: Path, backend: str, out: Path, samples: int = 32) -> tuple[bool, str, list]:
+    """build() in a new interpreter: (cached, the backend used, the heavy libraries it imported)."""
+    probe = (f"import json, sys; from pathlib import Path; from toolchain.build import BuildOptions, build; "
+             f"r = build(BuildOptions(target='host', model=Path({str(model)!r}), backend={backend!r}, "
+             f"out=Path({str(out)!r}), samples={samples})); "
+             f"print(json.dumps([r.cached, r.report['backend'], [m for m in {HEAVY_MODULES!r} if m in sys.modules]]))")
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
+    assert result.returncode == 0, result.stderr
+    cached, used, heavy = json.loads(result.stdout.splitlines()[-1])
+    return cached, used, heavy
 
 
 def invoke(*args: str, cwd: Path = PROJECT_ROOT, env: dict | None = None) -> subprocess.CompletedProcess:

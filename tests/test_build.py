@@ -1,8 +1,6 @@
 """End to end: model file -> bundle -> run -> validate -> report, for each backend, plus the error paths."""
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ from toolchain import validate
 from toolchain.build import BuildOptions, build, compare_backends, run_bench
 from toolchain.errors import BadInput, BuildError
 
-from conftest import PROJECT_ROOT, invoke
+from conftest import cached_build_in_fresh_python, invoke
 
 PINNED_KEYS = {"target", "model", "backend", "artifacts", "validation", "bench", "memory", "toolchain"}
 
@@ -66,13 +64,7 @@ def test_cached_build_imports_no_heavy_library(tmp_path, tiny_tflite):
     args = ["build", "--target", "host", "--backend", "litert", "--model", str(tiny_tflite), "--out", str(tmp_path)]
     assert invoke(*args).returncode == 0
     assert "cached: nothing to do" in invoke(*args).stdout
-    probe = (f"import sys; from pathlib import Path; from toolchain.build import BuildOptions, build; "
-             f"r = build(BuildOptions(target='host', model=Path({str(tiny_tflite)!r}), backend='litert', "
-             f"out=Path({str(tmp_path)!r}))); "
-             f"print(r.cached, sorted(m for m in ('tensorflow', 'keras', 'tvm', 'ai_edge_litert', 'onnxruntime') "
-             f"if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assert out.stdout.split() == ["True", "[]"], out.stderr
+    assert cached_build_in_fresh_python(tiny_tflite, "litert", tmp_path) == (True, "litert", [])
 
 
 def test_rpi4_tvm_runs_under_qemu(tmp_path, tiny_tflite):

@@ -2,8 +2,6 @@
 
 import json
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -12,7 +10,7 @@ import pytest
 from toolchain import validate
 from toolchain.build import AllBackendsFailed, BuildOptions, build
 
-from conftest import PROJECT_ROOT, invoke
+from conftest import cached_build_in_fresh_python, invoke
 
 TVM_BLOCKED = "backend 'tvm' cannot import op FULLY_CONNECTED (dynamic-range quantized)"
 
@@ -41,13 +39,7 @@ def test_auto_cache_hit_is_instant_and_imports_no_heavy_library(tmp_path, hybrid
     started = time.monotonic()
     assert "cached: nothing to do" in invoke(*args).stdout
     assert time.monotonic() - started < 5  # generous: nothing is rebuilt or retried
-    probe = (f"import sys; from pathlib import Path; from toolchain.build import BuildOptions, build; "
-             f"r = build(BuildOptions(target='host', model=Path({str(hybrid_tflite)!r}), backend='auto', "
-             f"out=Path({str(tmp_path)!r}), samples=4)); "
-             f"print(r.cached, r.report['backend'], sorted(m for m in ('tensorflow', 'keras', 'tvm', 'ai_edge_litert', "
-             f"'onnxruntime', 'onnx', 'onnxslim') if m in sys.modules))")
-    out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=PROJECT_ROOT)
-    assert out.stdout.split() == ["True", "litert", "[]"], out.stderr
+    assert cached_build_in_fresh_python(hybrid_tflite, "auto", tmp_path, samples=4) == (True, "litert", [])
 
 
 def test_auto_with_every_backend_failing_names_each_reason(tmp_path, hybrid_tflite, monkeypatch):

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 from .debian import AptConfig, run
-from .errors import BuildError, EdgeyardError, MissingTool
+from .errors import BuildError, MissingTool
 from .paths import cache_dir
 
 Progress = Callable[[str], None]

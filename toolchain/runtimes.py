@@ -18,7 +18,7 @@ import zipfile
 from pathlib import Path
 from typing import Callable
 
-from .errors import BadInput, BuildError, EdgeyardError, MissingTool
+from .errors import BadInput, BuildError, MissingTool
 from .paths import cache_dir
 
 # Distribution -> the runtime library inside its wheel (same path in the installed package).

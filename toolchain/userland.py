@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Callable
 
 from .debian import KEYRING, RELEASE, AptConfig, run
-from .errors import BadInput, BuildError, EdgeyardError, MissingTool
+from .errors import BadInput, BuildError, MissingTool
 from .paths import cache_dir
 from .targets import Target
 
