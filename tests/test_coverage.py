@@ -9,6 +9,7 @@ import pytest
 
 from toolchain import validate
 from toolchain.build import AllBackendsFailed, BuildOptions, build
+from toolchain.errors import MissingTool
 
 from conftest import cached_build_in_fresh_python, invoke
 
@@ -85,3 +86,10 @@ def test_coverage_matrix_over_a_folder_of_models(tmp_path, tiny_onnx, hybrid_tfl
     markdown = (out / "coverage.md").read_text()
     assert "| model | host |" in markdown and "| `tiny_mlp.onnx` | validated: tvm |" in markdown
     assert "- `broken.tflite` on host:" in markdown
+
+
+def test_auto_stops_at_a_missing_tool_instead_of_falling_back(tmp_path, tiny_tflite, monkeypatch):
+    monkeypatch.setenv("EDGEYARD_CACHE", str(tmp_path / "empty-cache"))  # no aarch64 TVM runtime prepared there
+    with pytest.raises(MissingTool, match=r"aarch64 TVM runtime .* run \./bootstrap\.sh\.$"):
+        build(BuildOptions(target="rpi4", model=tiny_tflite, backend="auto", out=tmp_path / "out", samples=4))
+    assert not (tmp_path / "out").exists()

@@ -16,7 +16,7 @@ from typing import Callable
 
 from . import __version__, backends, bench, cache, report, runners, validate
 from .bundle import entry_of, read_manifest
-from .errors import EXIT_BUILD_FAILED, BadInput, BuildError, EdgeyardError
+from .errors import EXIT_BUILD_FAILED, BadInput, BuildError, EdgeyardError, MissingTool
 from .model import model_sha256
 from .model.info import ModelInfo, TensorInfo
 from .paths import build_dir_for
@@ -267,7 +267,7 @@ class AllBackendsFailed(EdgeyardError):
 
 def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResult:
     """--backend auto: build() with each of the target's backends in its order of preference until one imports,
-    compiles and validates the model. That build becomes the auto folder's (build/<target>/<stem>/auto/ or
+    compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That build becomes the auto folder's (build/<target>/<stem>/auto/ or
     --out), and its report lists every backend tried with what stopped it ("attempts")."""
     target = _target(opts)
     plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
@@ -284,6 +284,9 @@ def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResu
             attempt_dir = stage / f"attempt-{name}"
             try:
                 built = build(replace(opts, backend=name, out=attempt_dir), progress)
+            except MissingTool:
+                # A set-up problem, not the model's: falling back would hide it (and cache the fallback).
+                raise
             except EdgeyardError as err:
                 progress(f"auto: {name} stopped: {err}")
                 attempts.append({"backend": name, "error": str(err)})
