@@ -23,15 +23,19 @@ SAVEDMODEL_LOADER = ("serving signature read with the TF1 SavedModel loader (the
 PLUMBING_OPS = {"Const", "Identity", "IdentityN", "NoOp", "Placeholder"}
 
 
+def _pinned_inputs(path: Path, names: list[str], declared: list, dtypes: list[str],
+                   input_shapes: dict[str, tuple[int, ...]]) -> list[TensorInfo]:
+    """The inputs at static shapes: --input-shape where given, else the declared shape with batch pinned."""
+    check_input_names(path, input_shapes, names)
+    return [TensorInfo(name, pin_shape(path, name, dims, input_shapes.get(name)), dtype)
+            for name, dims, dtype in zip(names, declared, dtypes)]
+
+
 def read_keras(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
     model = load_keras(str(path), sha256)
-    names = [t.name for t in model.inputs]
-    check_input_names(path, input_shapes, names)
     declared = [list(t.shape) for t in model.inputs]
-    inputs = [
-        TensorInfo(name, pin_shape(path, name, dims, input_shapes.get(name)), _dtype_name(t.dtype))
-        for name, dims, t in zip(names, declared, model.inputs)
-    ]
+    inputs = _pinned_inputs(path, [t.name for t in model.inputs], declared,
+                            [_dtype_name(t.dtype) for t in model.inputs], input_shapes)
     graph = _graph_summary(concrete_function(path, "keras", sha256, tuple(inputs)))
     return ModelInfo(
         path=path,
@@ -48,11 +52,7 @@ def read_keras(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]]
 
 def read_savedmodel(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
     saved = load_savedmodel(str(path), sha256)
-    check_input_names(path, input_shapes, saved.input_keys)
-    inputs = [
-        TensorInfo(key, pin_shape(path, key, dims, input_shapes.get(key)), dtype)
-        for key, dims, dtype in zip(saved.input_keys, saved.input_dims, saved.input_dtypes)
-    ]
+    inputs = _pinned_inputs(path, saved.input_keys, saved.input_dims, saved.input_dtypes, input_shapes)
     graph = _graph_summary(concrete_function(path, "savedmodel", sha256, tuple(inputs)))
     return ModelInfo(
         path=path,
