@@ -63,6 +63,15 @@ def test_int8_tolerance_is_one_lsb_and_nan_fails():
     assert not validate.compare([nan], [np.zeros_like(nan)], [FLOAT_OUT])["passed"]
 
 
+def test_float_output_dequantized_from_a_grid_may_be_one_step_off():
+    step = 1 / 256  # exact in float32, so ref + step is exactly one step away
+    dequantized = TensorInfo("probs", (1, 4), "float32", (step, 0))  # an ONNX QDQ model's softmax output
+    ref = np.array([[[0, 51, 102, 102]]], np.float32) * step
+    assert validate.compare([ref + step], [ref], [dequantized])["passed"]
+    assert not validate.compare([ref + step], [ref], [FLOAT_OUT])["passed"]  # no grid: the float tolerance
+    assert not validate.compare([ref + 2 * step], [ref], [dequantized])["passed"]
+
+
 def test_accuracy_and_top1_agreement():
     ref = np.eye(4, dtype=np.float32)[[0, 1, 2, 3]].reshape(4, 1, 4)
     got = np.eye(4, dtype=np.float32)[[0, 1, 3, 3]].reshape(4, 1, 4)

@@ -1,7 +1,8 @@
 """Validation: the built artifact against the model's own framework, on the same inputs.
 
 Quantized outputs (int8/uint8/int16) are compared in their integer domain, so the error is in LSB
-and the tolerance is 1 LSB. Float outputs are compared with an absolute tolerance scaled by the
+and the tolerance is 1 LSB; float outputs dequantized from such a grid (ONNX QDQ) may differ by one
+step of it. Float outputs are compared with an absolute tolerance scaled by the
 reference's magnitude, so logits and probabilities are judged alike.
 """
 
@@ -98,6 +99,8 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], specs: list[
             error = float(np.max(np.abs(got.astype(np.float64) - want), initial=0))
             scale = max(1.0, float(np.max(np.abs(want), initial=0)))
             tolerance, unit = (float_tolerance or FLOAT_TOLERANCE).get(spec.dtype, 1e-4) * scale, "abs"
+            if spec.quant is not None:  # dequantized from an integer grid: 1 LSB there, plus float rounding
+                tolerance += QUANTIZED_TOLERANCE_LSB * spec.quant[0]
         ok = bool(error <= tolerance and np.all(np.isfinite(got.astype(np.float64))))
         passed &= ok
         per_output.append({"name": spec.name, "max_abs_error": error, "tolerance": tolerance, "unit": unit,

@@ -9,7 +9,9 @@ class TensorInfo:
     name: str
     shape: tuple[int, ...]  # static; a dynamic batch is pinned to 1
     dtype: str  # numpy dtype name: float32, int8, uint8, int32, ...
-    quant: tuple[float, int] | None = None  # (scale, zero_point) of an affine-quantized tensor
+    # (scale, zero_point) of an affine-quantized tensor; on a float tensor, the grid it was dequantized from
+    # (an ONNX QDQ model's DequantizeLinear output): its values are zero_point-relative multiples of scale.
+    quant: tuple[float, int] | None = None
 
     @property
     def is_quantized(self) -> bool:

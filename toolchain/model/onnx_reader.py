@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
 from ..errors import BadInput
@@ -37,7 +38,8 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
     shapes = _inferred_shapes(path, model, inputs)
     if any(v.name not in shapes for v in graph.output):
         shapes.update(_run_for_output_shapes(path, inputs))
-    outputs = [TensorInfo(v.name, shapes[v.name], _dtype(v)) for v in graph.output]
+    steps = _dequantized_outputs(graph)
+    outputs = [TensorInfo(v.name, shapes[v.name], _dtype(v), steps.get(v.name)) for v in graph.output]
     return ModelInfo(
         path=path,
         format="onnx",
@@ -49,6 +51,22 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
         macs=sum(_node_macs(node, shapes) for node in graph.node),
         repairs=pinning_repairs(declared, inputs, input_shapes),
     )
+
+
+def _dequantized_outputs(graph: onnx.GraphProto) -> dict[str, tuple[float, int]]:
+    """Graph outputs that a DequantizeLinear with a constant per-tensor scale makes (QDQ models):
+    name -> (scale, zero_point), the grid their float values lie on, so validation can allow one step."""
+    constants = {t.name: onnx.numpy_helper.to_array(t) for t in graph.initializer}
+    outputs = {v.name for v in graph.output}
+    found = {}
+    for node in graph.node:
+        if node.op_type != "DequantizeLinear" or node.output[0] not in outputs:
+            continue
+        scale = constants.get(node.input[1])
+        zero_point = constants.get(node.input[2]) if len(node.input) > 2 else np.zeros(())
+        if scale is not None and zero_point is not None and scale.size == 1 and zero_point.size == 1:
+            found[node.output[0]] = (float(scale.reshape(())), int(zero_point.reshape(())))
+    return found
 
 
 def _declared_dims(value: onnx.ValueInfoProto) -> list[int | None] | None:
