@@ -91,3 +91,11 @@ def test_parse_input_shapes():
     for bad in ["1x2", "x:1xq", "x:0x3"]:
         with pytest.raises(BadInput, match="--input-shape"):
             parse_input_shapes([bad])
+
+
+def test_labels_as_indices_columns_or_one_hot_give_the_same_classes():
+    from toolchain.accuracy import class_indices
+
+    classes = np.array([2, 0, 1])
+    for labels in (classes, classes[:, None], np.eye(3)[classes]):
+        np.testing.assert_array_equal(class_indices(labels), classes)

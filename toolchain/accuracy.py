@@ -37,9 +37,13 @@ def top1_accuracy(model: ModelInfo, dataset: Path) -> tuple[float, int]:
         raise BadInput(f"{dataset}: has no labels for its inputs (y_test beside x_test, or y beside x).")
     scores = reference_outputs(model, inputs.tensors)[0]
     samples = len(scores)
-    labels = inputs.labels.reshape(samples, -1)
-    labels = labels.argmax(axis=1) if labels.shape[1] > 1 else labels[:, 0]  # one-hot or class indices
-    return float(np.mean(scores.reshape(samples, -1).argmax(axis=1) == labels)), samples
+    return float(np.mean(scores.reshape(samples, -1).argmax(axis=1) == class_indices(inputs.labels))), samples
+
+
+def class_indices(labels: np.ndarray) -> np.ndarray:
+    """Class indices from labels given as indices ([N] or [N, 1]) or as one-hot rows ([N, classes])."""
+    rows = labels.reshape(len(labels), -1)
+    return rows.argmax(axis=1) if rows.shape[1] > 1 else rows[:, 0]
 
 
 def accuracy_change(float_model: ModelInfo, quantized: ModelInfo, eval_data: Path | None, dataset: Path | None,

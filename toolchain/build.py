@@ -28,7 +28,7 @@ BUNDLE = "bundle"
 AUTO = "auto"  # --backend auto: the target's backends in its order of preference, the first that builds and validates
 
 
-def _quiet(_: str) -> None:
+def quiet(_: str) -> None:
     pass
 
 
@@ -179,7 +179,7 @@ def _why_not_run(runner_reasons: str, manifest: dict) -> str:
     return runner_reasons or manifest.get("not_run", "no runner of the target is available")
 
 
-def build(opts: BuildOptions, progress: Progress = _quiet) -> BuildResult:
+def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
     if opts.backend == AUTO:
         return _build_first_that_works(opts, progress)
     plan = _plan(opts)
@@ -368,7 +368,7 @@ def _check_bench_options(runs: int, warmup: int) -> None:
 
 
 def run_bench(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
-              progress: Progress = _quiet, connection: runners.Connection | None = None) -> BuildResult:
+              progress: Progress = quiet, connection: runners.Connection | None = None) -> BuildResult:
     """Build if needed, then time `runs` inferences after `warmup` and update the folder's report.
 
     With a connection the timed runs happen on that board (SSH) or device farm (TVM RPC) instead of
@@ -382,7 +382,7 @@ def run_bench(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = 
 
 
 def compare_backends(opts: BuildOptions, runs: int = bench.DEFAULT_RUNS, warmup: int = bench.DEFAULT_WARMUP,
-                     rounds: int = bench.COMPARE_ROUNDS, progress: Progress = _quiet,
+                     rounds: int = bench.COMPARE_ROUNDS, progress: Progress = quiet,
                      connection: runners.Connection | None = None) -> dict:
     """Build and time every backend of the target side by side.
 

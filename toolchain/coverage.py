@@ -9,22 +9,16 @@ matrix goes to <out>/coverage.json and coverage.md.
 
 import time
 from pathlib import Path
-from typing import Callable
 
 from . import report
-from .build import AUTO, AllBackendsFailed, BuildOptions, build, short_reason
+from .build import AUTO, AllBackendsFailed, BuildOptions, Progress, quiet, build, short_reason
 from .errors import BadInput, EdgeyardError
 from .model import SUFFIX_FORMATS
 from .targets import load_target
 from .validate import DEFAULT_SAMPLES
 
-Progress = Callable[[str], None]
 DEFAULT_OUT = Path("build") / "coverage"
 REASON_CHARS = 90  # a matrix cell shortens each backend's reason to this; coverage.json keeps the whole message
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def model_entries(folder: Path) -> list[Path]:
@@ -44,7 +38,7 @@ def model_entries(folder: Path) -> list[Path]:
 
 
 def run_coverage(models: Path, targets: list[str], backend: str = AUTO, out: Path | None = None,
-                 samples: int = DEFAULT_SAMPLES, progress: Progress = _quiet) -> dict:
+                 samples: int = DEFAULT_SAMPLES, progress: Progress = quiet) -> dict:
     """Build every model of `models` for every target; write coverage.json and coverage.md; return the matrix."""
     entries = model_entries(models)
     if not targets:

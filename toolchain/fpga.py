@@ -15,7 +15,7 @@ from pathlib import Path
 
 from . import report
 from .backends.hls4ml import PROJECT, SYNTHESIS_TOOL
-from .build import BUNDLE, BuildOptions, BuildResult, Progress, _quiet, _target, build
+from .build import BUNDLE, BuildOptions, BuildResult, Progress, quiet, _target, build
 from .codegen import render
 from .errors import BadInput, BuildError, MissingTool
 
@@ -24,7 +24,7 @@ LOG = "synthesis.log"
 LABEL = "Vitis HLS synthesis estimate"
 
 
-def synthesize(opts: BuildOptions, logic_synthesis: bool = False, progress: Progress = _quiet) -> BuildResult:
+def synthesize(opts: BuildOptions, logic_synthesis: bool = False, progress: Progress = quiet) -> BuildResult:
     """Build with hls4ml if needed, then synthesize (C synthesis; with `logic_synthesis`, Vivado's too)."""
     target = _target(opts)  # with the build's --set and --precision
     if target.fpga is None:

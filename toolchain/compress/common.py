@@ -13,6 +13,7 @@ from typing import Callable
 
 import numpy as np
 
+from ..accuracy import class_indices
 from ..errors import BadInput
 
 Progress = Callable[[str], None]
@@ -97,7 +98,7 @@ def load_data(path: Path, model) -> LabelledData:
         except ValueError:
             raise BadInput(f"{path}: '{x_key}' samples of shape {list(x.shape[1:])} do not fit the model's input "
                            f"shape {list(input_shape)}.") from None
-        labels = y.argmax(axis=-1) if y.ndim == 2 else y  # one-hot or class indices
+        labels = class_indices(y) if y.ndim in (1, 2) else y  # anything else fails the check below
         if labels.shape != (x.shape[0],) or not np.array_equal(labels, np.round(labels)) \
                 or labels.min() < 0 or labels.max() >= classes:
             raise BadInput(f"{path}: '{y_key}' must hold one class index (0..{classes - 1}) or one-hot row per "
