@@ -1,7 +1,6 @@
 """End to end: model file -> bundle -> run -> validate -> report, for each backend, plus the error paths."""
 
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -48,11 +47,9 @@ def test_host_build_validates(tmp_path, request, backend, fixture):
 
 def test_second_build_is_cached(tmp_path, tiny_tflite):
     first = _build(tmp_path, "host", tiny_tflite, "litert")
-    start = time.monotonic()
     second = _build(tmp_path, "host", tiny_tflite, "litert")
-    assert second.cached and not first.cached
+    assert second.cached and not first.cached  # nothing rebuilt: cached is set only on a key match
     assert second.report == first.report
-    assert time.monotonic() - start < 5  # generous: the point is that nothing is rebuilt
     # A changed option is a different key; a damaged artifact is not reused.
     assert not _build(tmp_path, "host", tiny_tflite, "litert", samples=8).cached
     runner = next(iter((tmp_path / "out" / "bundle").glob("run_*.py")))

@@ -2,7 +2,6 @@
 
 import json
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -37,9 +36,7 @@ def test_auto_cache_hit_is_instant_and_imports_no_heavy_library(tmp_path, hybrid
     first = invoke(*args)
     assert first.returncode == 0, first.stderr
     assert "backend litert chosen by --backend auto after tvm: backend 'tvm' cannot import op" in first.stdout
-    started = time.monotonic()
     assert "cached: nothing to do" in invoke(*args).stdout
-    assert time.monotonic() - started < 5  # generous: nothing is rebuilt or retried
     assert cached_build_in_fresh_python(hybrid_tflite, "auto", tmp_path, samples=4) == (True, "litert", [])
 
 
