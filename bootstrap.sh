@@ -43,9 +43,9 @@ else
 fi
 
 # TVM runtime libraries for the boards' architectures (from the aarch64 wheels on PyPI).
-.venv/bin/python -m toolchain.prepare tvm-runtime aarch64
+.venv/bin/python -m toolchain.hostenv tvm-runtime aarch64
 # The emulated Raspberry Pi OS userland (Debian 12 arm64, python3.11, aarch64 wheels) that LiteRT and
 # ONNX Runtime bundles run in under qemu, and the qemu plugin that counts instructions per inference.
-.venv/bin/python -m toolchain.prepare userland aarch64
-.venv/bin/python -m toolchain.prepare qemu-plugin
+.venv/bin/python -m toolchain.hostenv userland aarch64
+.venv/bin/python -m toolchain.hostenv qemu-plugin
 say "done: try .venv/bin/invoke build --target rpi4"

@@ -8,7 +8,7 @@ import sys
 
 from invoke import Exit, task
 
-from toolchain import console
+from toolchain import console, options
 
 HELP = {
     "target": "target profile name (see `invoke targets`)",
@@ -55,12 +55,12 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
           set=None, debug=False):
     """Build, run, validate and time a model for a target; writes report.json and report.md."""
-    from toolchain.build import build as run_build
+    from toolchain.pipeline.build import build as run_build
 
-    options = lambda: console.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
+    opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data)
-    result = _finish(lambda: run_build(options(), console.Progress()), debug)
-    from toolchain import report
+    result = _finish(lambda: run_build(opts(), console.Progress()), debug)
+    from toolchain.pipeline import report
 
     print(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
@@ -72,19 +72,19 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
           debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
-    from toolchain import report
-    from toolchain.build import compare_backends, run_bench
+    from toolchain.pipeline import report
+    from toolchain.pipeline.build import compare_backends, run_bench
 
-    options = lambda: console.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
+    opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
                                eval_data)
-    board = lambda: console.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
+    board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
-        comparison = _finish(lambda: compare_backends(options(), runs, warmup, progress=console.Progress(),
+        comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.Progress(),
                                                       connection=board()), debug)
         print(report.comparison_summary(comparison))
         return
-    result = _finish(lambda: run_bench(options(), runs, warmup, console.Progress(), board()), debug)
+    result = _finish(lambda: run_bench(opts(), runs, warmup, console.Progress(), board()), debug)
     print(report.summary(result.report))
 
 
@@ -95,15 +95,15 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
            host=None, port=0, identity=None, known_hosts=None, debug=False):
     """Build if needed, check the bundle against its manifest's sha256 and copy it to a board over SSH."""
-    from toolchain import deploy as deployment
-    from toolchain.build import build as run_build
+    from toolchain.boards import deploy as deployment
+    from toolchain.pipeline.build import build as run_build
 
     def action():
         if not host:
             from toolchain.errors import BadInput
 
             raise BadInput("deploy needs --host [USER@]ADDRESS.")
-        built = run_build(console.build_options(target, model, backend, out, input_shape, data, samples, threads),
+        built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads),
                           console.Progress())
         return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
                                  progress=console.Progress())
@@ -120,12 +120,12 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
 def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, data=None, samples=32, precision=None,
                layer_precision=None, set=None, logic=False, debug=False):
     """Build with hls4ml if needed, then synthesize with AMD Vitis HLS (exits 3 when it is not installed)."""
-    from toolchain import report
-    from toolchain.fpga import synthesize
+    from toolchain.pipeline import report
+    from toolchain.pipeline.fpga_synthesis import synthesize
 
-    options = lambda: console.build_options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
+    opts = lambda: options.build_options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
                                precision, layer_precision, set)
-    result = _finish(lambda: synthesize(options(), logic, console.Progress()), debug)
+    result = _finish(lambda: synthesize(opts(), logic, console.Progress()), debug)
     print(report.summary(result.report))
 
 
@@ -138,14 +138,14 @@ def inspect(c, model, input_shape=None, debug=False):
     from toolchain.model import load_model
     from toolchain.model.summary import describe
 
-    print(_finish(lambda: describe(load_model(Path(model), console.parse_input_shapes(input_shape or []) or None)),
+    print(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
                   debug))
 
 
 @task(help={"debug": HELP["debug"]})
 def targets(c, debug=False):
     """List the target profiles."""
-    from toolchain.targets import target_table
+    from toolchain.target.profile import target_table
 
     print(_finish(target_table, debug))
 
@@ -159,9 +159,9 @@ def coverage(c, models, targets="host", backend="auto", out=None, samples=32, de
     """Build every model in a folder for every target; print the matrix, write coverage.json and coverage.md."""
     from pathlib import Path
 
-    from toolchain.coverage import matrix_text, run_coverage
+    from toolchain.pipeline.coverage import matrix_text, run_coverage
 
-    result = _finish(lambda: run_coverage(Path(models), console.parse_names(targets), backend,
+    result = _finish(lambda: run_coverage(Path(models), options.parse_names(targets), backend,
                                           Path(out) if out else None, samples, console.Progress()), debug)
     print(matrix_text(result))
     if result["failed"]:
@@ -189,7 +189,7 @@ def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=
     """Write a build's firmware to the board with a debug probe (after checking it against the manifest)."""
     import shlex
 
-    from toolchain.flashers import flash as write_firmware
+    from toolchain.boards.flashers import flash as write_firmware
     from toolchain.paths import build_dir_for
 
     out_dir = build_dir_for(target, model, backend, out)

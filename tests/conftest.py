@@ -84,11 +84,11 @@ def tiny_onnx(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def aarch64_runtime():
     """The aarch64 TVM runtime libraries bootstrap.sh fetches; skip when they cannot be had."""
-    from toolchain import runtimes
+    from toolchain.hostenv import tvm_runtimes
     from toolchain.errors import BuildError
 
     try:
-        runtimes.fetch("aarch64", progress=print)
+        tvm_runtimes.fetch("aarch64", progress=print)
     except BuildError as err:  # no network and nothing cached: bootstrap.sh was not run
         pytest.skip(f"no aarch64 TVM runtime: {err}")
 

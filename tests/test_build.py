@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from toolchain import validate
-from toolchain.build import BuildOptions, build, compare_backends, run_bench
+from toolchain.pipeline import validate
+from toolchain.pipeline.build import BuildOptions, build, compare_backends, run_bench
 from toolchain.errors import BadInput, BuildError
 
 from conftest import cached_build_in_fresh_python, invoke

@@ -193,7 +193,7 @@ def test_distillation_into_a_student_architecture_file(digits_cnn, digits, tmp_p
 
 
 def test_results_are_models_that_build_for_the_host(channels_pruned, digits, tmp_path):
-    from toolchain.build import BuildOptions, build
+    from toolchain.pipeline.build import BuildOptions, build
     from toolchain.model import load_model
 
     assert load_model(channels_pruned.model).macs == channels_pruned.report["models"][1]["macs"]

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from toolchain import validate
-from toolchain.build import AllBackendsFailed, BuildOptions, build
+from toolchain.pipeline import validate
+from toolchain.pipeline.build import AllBackendsFailed, BuildOptions, build
 from toolchain.errors import MissingTool
 
 from conftest import cached_build_in_fresh_python, invoke

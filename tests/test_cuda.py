@@ -13,14 +13,14 @@ import pytest
 
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
-from toolchain.backends.tvm_cuda import check_architecture, device_code, find_toolkit
-from toolchain.build import BuildOptions, build
+from toolchain.backends.tvm.cuda import check_architecture, device_code, find_toolkit
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.bundle import Entry
 from toolchain.errors import MissingTool
 from toolchain.model import load_model
 from toolchain.runners import get as get_runner
-from toolchain.target_settings import with_settings
-from toolchain.targets import load_target
+from toolchain.target.settings import with_settings
+from toolchain.target.profile import load_target
 
 EM_X86_64, EM_AARCH64, EM_CUDA = 62, 183, 190
 

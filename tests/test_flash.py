@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.build import BuildOptions, build
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.errors import BadInput, MissingTool
-from toolchain.flashers import flash, names
+from toolchain.boards.flashers import flash, names
 
 BOARD = "nucleo-l4r5zi"
 

@@ -10,18 +10,18 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import validate
+from toolchain.pipeline import validate
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
 from toolchain.backends.hls4ml import CSIM_LIBRARY, PROJECT, fraction_bits, hls_config, tolerance
-from toolchain.build import BuildOptions, build
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.errors import BadInput, MissingTool
 from toolchain.model import load_model
 from toolchain.model.reference import reference_outputs
 from toolchain.runners import get as get_runner
 from toolchain.runners import run_bundle
-from toolchain.target_settings import with_settings
-from toolchain.targets import load_target
+from toolchain.target.settings import with_settings
+from toolchain.target.profile import load_target
 
 TARGET = "alveo-u250"
 DENSE_PRECISION = "ap_fixed<24,10>"
@@ -99,7 +99,7 @@ def test_unknown_layer_precision_names_the_layers(tiny_keras):
 
 @pytest.mark.skipif(shutil.which("vitis-run") is not None, reason="AMD Vitis is installed here")
 def test_fpga_synth_without_vendor_tools_exits_3(tmp_path, tiny_keras):
-    from toolchain.fpga import synthesize
+    from toolchain.pipeline.fpga_synthesis import synthesize
 
     with pytest.raises(MissingTool, match="vitis-run is not installed; it comes with AMD Vitis") as caught:
         synthesize(BuildOptions(target=TARGET, model=tiny_keras, out=tmp_path / "out"))

@@ -10,11 +10,12 @@ import time
 import numpy as np
 import pytest
 
-from toolchain import runners, userland
-from toolchain.build import BuildOptions, build
+from toolchain import runners
+from toolchain.hostenv import userland
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.bundle import entry_of, read_manifest
 from toolchain.errors import BadInput
-from toolchain.targets import load_target
+from toolchain.target.profile import load_target
 
 from conftest import PROJECT_ROOT, invoke
 
@@ -43,8 +44,8 @@ def test_linux_board_profile(name):
 
 def test_userland_and_plugin_builds_are_noops_when_current():
     said = {}
-    for args, present in ((("toolchain.prepare", "userland", "aarch64"), "userland is present"),
-                          (("toolchain.prepare", "qemu-plugin"), "plugin is present")):
+    for args, present in ((("toolchain.hostenv", "userland", "aarch64"), "userland is present"),
+                          (("toolchain.hostenv", "qemu-plugin"), "plugin is present")):
         assert _module(*args).returncode == 0  # builds when bootstrap has not
         started = time.monotonic()
         again = _module(*args)

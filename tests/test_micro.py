@@ -18,12 +18,12 @@ import pytest
 from toolchain import runners
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
-from toolchain.build import BuildOptions, build, run_bench
+from toolchain.pipeline.build import BuildOptions, build, run_bench
 from toolchain.bundle import Entry, read_manifest
 from toolchain.errors import BadInput, BuildError, MissingTool
 from toolchain.model import load_model
 from toolchain.model.reference import reference_outputs
-from toolchain.targets import load_target, load_target_file
+from toolchain.target.profile import load_target, load_target_file
 
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")

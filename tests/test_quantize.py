@@ -13,9 +13,9 @@ import numpy as np
 import onnx
 import pytest
 
-from toolchain.build import BuildOptions, build
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.errors import EXIT_BAD_INPUT, BadInput
-from toolchain.report import summary
+from toolchain.pipeline.report import summary
 
 from conftest import invoke
 

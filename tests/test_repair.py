@@ -9,8 +9,8 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from toolchain import convert
-from toolchain.backends.tvm import imported_module
-from toolchain.build import BuildOptions, build
+from toolchain.backends.tvm.frontend import imported_module
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.convert.repair import repair
 from toolchain.errors import BuildError
 from toolchain.model import ModelInfo, TensorInfo, load_model

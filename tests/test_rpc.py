@@ -15,10 +15,10 @@ import numpy as np
 import pytest
 
 from toolchain import runners
-from toolchain.build import BuildOptions, build
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.bundle import entry_of, read_manifest
 from toolchain.errors import BadInput, BuildError
-from toolchain.targets import load_target
+from toolchain.target.profile import load_target
 
 from conftest import invoke
 

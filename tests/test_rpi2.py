@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 
 from toolchain import runners
-from toolchain.build import BuildOptions, build, run_bench
+from toolchain.pipeline.build import BuildOptions, build, run_bench
 from toolchain.bundle import entry_of, read_manifest
 from toolchain.errors import BadInput
-from toolchain.targets import load_target, load_target_file
+from toolchain.target.profile import load_target, load_target_file
 
 from conftest import full_int8_tflite
 

@@ -19,12 +19,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import deploy, runners, userland
-from toolchain.build import BuildOptions, build
+from toolchain.boards import deploy
+from toolchain import runners
+from toolchain.hostenv import userland
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.bundle import entry_of, read_manifest
 from toolchain.errors import BadInput, BuildError
-from toolchain.ssh import SshLink
-from toolchain.targets import load_target
+from toolchain.boards.ssh import SshLink
+from toolchain.target.profile import load_target
 
 from conftest import invoke
 

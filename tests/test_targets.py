@@ -1,7 +1,7 @@
 import pytest
 
 from toolchain.errors import BadInput
-from toolchain.targets import all_targets, load_target, load_target_file, target_table
+from toolchain.target.profile import all_targets, load_target, load_target_file, target_table
 
 from conftest import invoke
 
@@ -10,7 +10,7 @@ def test_shipped_profiles_load():
     names = [t.name for t in all_targets()]
     assert {"host", "rpi4"} <= set(names)
     rpi4 = load_target("rpi4")
-    assert rpi4.arch == "aarch64" and rpi4.cpu == "cortex-a72" and rpi4.is_cross
+    assert rpi4.arch == "aarch64" and rpi4.cpu == "cortex-a72" and rpi4.cross_prefix
     assert rpi4.tvm_target["mtriple"] == "aarch64-linux-gnu"
     assert rpi4.emulator["command"][0] == "qemu-aarch64"
 

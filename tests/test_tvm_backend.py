@@ -16,12 +16,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import bundle, cross, runtimes
+from toolchain import bundle
+from toolchain.hostenv import cross, tvm_runtimes
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
 from toolchain.errors import BuildError, MissingTool
 from toolchain.model.info import ModelInfo, TensorInfo
-from toolchain.targets import load_target
+from toolchain.target.profile import load_target
 
 from conftest import full_int8_tflite
 
@@ -351,8 +352,8 @@ def test_compiler_failure_quotes_its_stderr(tmp_path):
 def test_absent_target_runtime_asks_for_bootstrap(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEYARD_CACHE", str(tmp_path))
     with pytest.raises(MissingTool, match=r"run \./bootstrap\.sh\.$"):
-        runtimes.tvm_runtime_dir("aarch64")
-    host_dir = runtimes.tvm_runtime_dir(platform.machine())  # the installed packages': always there
+        tvm_runtimes.tvm_runtime_dir("aarch64")
+    host_dir = tvm_runtimes.tvm_runtime_dir(platform.machine())  # the installed packages': always there
     assert {p.name for p in host_dir.iterdir()} >= {"libtvm_runtime.so", "libtvm_ffi.so"}
 
 

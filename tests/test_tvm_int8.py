@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain.build import BuildOptions, build
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.errors import BuildError
 
 from conftest import full_int8_tflite
@@ -52,8 +52,8 @@ def test_stock_frontend_misses_litert_on_the_same_model(residual_int8, tmp_path,
     """Without the integer converter (the frontend's own float arithmetic) validation fails: the test has teeth."""
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
 
-    from toolchain.backends import tvm_tflite_import
+    from toolchain.backends.tvm import int8_import
 
-    monkeypatch.setattr(tvm_tflite_import, "int8_operator_converter", lambda: OperatorConverter)
+    monkeypatch.setattr(int8_import, "Int8OperatorConverter", OperatorConverter)
     with pytest.raises(BuildError, match=r"is off by \d+ LSB"):
         build(BuildOptions(target="host", model=residual_int8, backend="tvm", out=tmp_path))

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from toolchain import validate
-from toolchain.bench import latency_ms
-from toolchain.console import parse_input_shapes
+from toolchain.pipeline import validate
+from toolchain.pipeline.bench import latency_ms
+from toolchain.options import parse_input_shapes
 from toolchain.errors import BadInput
 from toolchain.model.info import ModelInfo, TensorInfo
 
@@ -94,7 +94,7 @@ def test_parse_input_shapes():
 
 
 def test_labels_as_indices_columns_or_one_hot_give_the_same_classes():
-    from toolchain.accuracy import class_indices
+    from toolchain.pipeline.accuracy import class_indices
 
     classes = np.array([2, 0, 1])
     for labels in (classes, classes[:, None], np.eye(3)[classes]):

@@ -14,11 +14,11 @@ import pytest
 
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
-from toolchain.build import BuildOptions, build
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.errors import BadInput
 from toolchain.model import load_model
-from toolchain.target_settings import with_settings
-from toolchain.targets import load_target
+from toolchain.target.settings import with_settings
+from toolchain.target.profile import load_target
 
 from conftest import full_int8_tflite, invoke
 

@@ -22,6 +22,9 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .errors import BadInput, BuildError
+
+BUNDLE = "bundle"  # the bundle's folder inside a build folder
 MANIFEST = "manifest.json"
 
 # How the entry program runs: a native executable, a script for the board's python3, or a
@@ -83,3 +86,32 @@ def read_manifest(bundle_dir: Path) -> dict:
 
 def entry_of(manifest: dict) -> Entry:
     return Entry(**manifest["entry"])
+
+
+def file_problem(root: Path, record: dict) -> str | None:
+    """Why the file a manifest record ({path, bytes, sha256}) names under root is not the one recorded;
+    None when it is."""
+    path = root / record["path"]
+    if not path.is_file():
+        return "is missing"
+    if path.stat().st_size != record["bytes"] or sha256_file(path) != record["sha256"]:
+        return f"does not match its sha256 in {MANIFEST}"
+    return None
+
+
+def verify(bundle_dir: Path) -> dict:
+    """The bundle's manifest, once every file matches it and no file is unlisted; BuildError naming the
+    first that does not (the one check behind the cache, deploy and flash)."""
+    if not (bundle_dir / MANIFEST).is_file():
+        raise BadInput(f"{bundle_dir} holds no {MANIFEST}: build the bundle first (invoke build).")
+    manifest = read_manifest(bundle_dir)
+    for record in manifest["files"]:
+        problem = file_problem(bundle_dir, record)
+        if problem:
+            raise BuildError(f"{bundle_dir / record['path']} {problem}; rebuild the bundle.")
+    listed = {record["path"] for record in manifest["files"]}
+    for path in sorted(bundle_dir.rglob("*")):
+        relative = str(path.relative_to(bundle_dir))
+        if path.is_file() and relative != MANIFEST and relative not in listed:
+            raise BuildError(f"{path} is not listed in {MANIFEST}; rebuild the bundle.")
+    return manifest

@@ -1,6 +1,5 @@
 """One error type with stable exit codes (like tvmc): the CLI maps `exit_code` to the process status."""
 
-EXIT_OK = 0
 EXIT_BUILD_FAILED = 1  # build or validation failure
 EXIT_BAD_INPUT = 2  # bad model, target or option
 EXIT_MISSING_TOOL = 3  # a tool or toolchain is not installed
@@ -32,3 +31,21 @@ class MissingTool(EdgeyardError):
         super().__init__(f"{tool} is not installed; {hint}")
         self.tool = tool
         self.hint = hint
+
+
+def reason(err: Exception) -> str:
+    """A third-party exception as a clause for one of our one-sentence errors: the first non-empty line
+    of its message (frameworks append pages of context), without a final period."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return (lines[0][:300] if lines else type(err).__name__).rstrip(".")
+
+
+def short_reason(message: str, model_path) -> str:
+    """An error message as a clause about a model already named: without its path, hint and final period."""
+    return message.replace(f"{model_path}: ", "").split("; try --backend")[0].rstrip(".")
+
+
+def output_tail(stdout: str | None, stderr: str | None, lines: int = 3, joiner: str = " | ") -> str:
+    """The last lines a failed tool printed (stderr, else stdout), for the one sentence that reports it."""
+    text = (stderr or "").strip() or (stdout or "").strip()
+    return joiner.join(text.splitlines()[-lines:]) or "no output"

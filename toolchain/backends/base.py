@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Callable, Protocol
 
 from ..model.info import ModelInfo
-from ..targets import Target
+from ..target.profile import Target
 
 Progress = Callable[[str], None]
 

@@ -29,13 +29,14 @@ import time
 import warnings
 from pathlib import Path
 
-from .. import bundle, cross
+from .. import bundle
+from ..hostenv import cross
 from ..codegen import c_identifier, render
-from ..errors import BadInput, BuildError, MissingTool
+from ..errors import BadInput, BuildError, MissingTool, reason
 from ..model.info import ModelInfo
 from . import register
 from .base import CompileRequest
-from .python_runtime import _spec
+from ._python_runtime import _spec
 
 PROJECT = "hls_project"
 CSIM_LIBRARY = "csim.so"
@@ -213,8 +214,7 @@ class Hls4mlBackend:
             except (BadInput, MissingTool):
                 raise
             except Exception as err:  # hls4ml raises bare Exceptions for unsupported layers and settings
-                first_line = (str(err).strip().splitlines() or [type(err).__name__])[0]
-                raise BuildError(f"hls4ml could not convert {model.path.name}: {first_line}") from err
+                raise BuildError(f"hls4ml could not convert {model.path.name}: {reason(err)}") from err
         (bundle_dir / LOG).write_text(messages.getvalue() + "".join(f"warning: {w.message}\n" for w in caught))
 
         request.progress("building the C simulation with g++ and the project's ap_types")

@@ -1,7 +1,7 @@
 """The litert backend: the .tflite and a LiteRT runner script."""
 
 from . import register
-from .python_runtime import PythonRuntimeBackend
+from ._python_runtime import PythonRuntimeBackend
 
 register(PythonRuntimeBackend(
     name="litert", runtime_label="LiteRT", format="tflite", package="ai-edge-litert",

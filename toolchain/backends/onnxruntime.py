@@ -1,7 +1,7 @@
 """The onnxruntime backend: the .onnx and an ONNX Runtime runner script."""
 
 from . import register
-from .python_runtime import PythonRuntimeBackend
+from ._python_runtime import PythonRuntimeBackend
 
 register(PythonRuntimeBackend(
     name="onnxruntime", runtime_label="ONNX Runtime", format="onnx", package="onnxruntime",

@@ -13,7 +13,7 @@ from typing import Callable
 
 import numpy as np
 
-from ..accuracy import class_indices
+from ..pipeline.accuracy import class_indices
 from ..errors import BadInput
 
 Progress = Callable[[str], None]

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from ..errors import BadInput, BuildError
 from ..model import ModelInfo, TensorInfo, load_model
-from ..model.reasons import reason
+from ..errors import reason
 
 ONNX_OPSET = 17  # supported by tf2onnx 1.17, ONNX Runtime and TVM's ONNX frontend
 

@@ -17,8 +17,8 @@ import numpy as np
 
 from ..errors import BadInput, BuildError
 from ..model import ModelInfo, model_format, model_sha256
-from ..model.reasons import reason
-from ..validate import FLOAT_TOLERANCE
+from ..errors import reason
+from ..pipeline.validate import FLOAT_TOLERANCE
 from . import _reload, _write_atomically
 
 MODES = ("none", "fp16", "dynamic", "int8")
@@ -106,7 +106,7 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
                            "--quantize-io float, or a backend that compiles TFLite for int8 inputs and outputs.")
         io = io or ("int8" if target_format == "tflite" else "float")
     if eval_data is not None:
-        from ..accuracy import labelled_split
+        from ..pipeline.accuracy import labelled_split
 
         if not Path(eval_data).is_file():
             raise BadInput(f"{eval_data}: evaluation data file not found.")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from ..model import ModelInfo
-from ..model.reasons import reason
+from ..errors import reason
 from . import ONNX_OPSET, _reload, _write_atomically
 
 # The oldest opset whose op forms TVM's ONNX frontend reads; older models are upgraded to ONNX_OPSET.

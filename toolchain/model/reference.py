@@ -11,7 +11,7 @@ import numpy as np
 
 from ..errors import BadInput, BuildError, EdgeyardError
 from .info import ModelInfo
-from .reasons import reason
+from ..errors import reason
 
 FRAMEWORKS = {"keras": "tensorflow", "savedmodel": "tensorflow", "tflite": "litert", "onnx": "onnxruntime"}
 # Distributions behind each framework; the first one installed gives the version.
@@ -42,11 +42,6 @@ def reference_outputs(info: ModelInfo, inputs: list[np.ndarray]) -> list[np.ndar
 
 def reference_name(info: ModelInfo) -> str:
     return FRAMEWORKS[info.format]
-
-
-def reference_versions(info: ModelInfo) -> dict[str, str]:
-    """Versions of what reference_outputs runs for this model, read from package metadata (no import)."""
-    return framework_versions(reference_name(info))
 
 
 def framework_versions(framework: str) -> dict[str, str]:

@@ -14,7 +14,7 @@ from pathlib import Path
 from ..errors import BadInput
 from .info import ModelInfo, TensorInfo
 from .pinning import check_input_names, pin_shape, pinning_repairs
-from .reasons import reason
+from ..errors import reason
 
 # What load_savedmodel does to every SavedModel, listed among the model's repairs.
 SAVEDMODEL_LOADER = ("serving signature read with the TF1 SavedModel loader (the TF2 loader rejects some, "

@@ -16,7 +16,7 @@ import numpy as np
 
 from ..bundle import Entry, entry_of
 from ..errors import BadInput, BuildError
-from ..targets import Target
+from ..target.profile import Target
 
 
 @dataclass(frozen=True)

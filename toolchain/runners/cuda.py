@@ -8,7 +8,7 @@ On a machine without one the bundle is built, not run; a board's GPU is reached 
 import ctypes
 
 from ..bundle import Entry
-from ..targets import Target
+from ..target.profile import Target
 from . import register
 from .host import HostRunner
 

@@ -4,7 +4,7 @@ import platform
 import sys
 
 from ..bundle import Entry
-from ..targets import Target
+from ..target.profile import Target
 from . import register
 
 

@@ -24,7 +24,7 @@ import numpy as np
 
 from ..bundle import Entry
 from ..errors import BuildError, MissingTool
-from ..targets import Target
+from ..target.profile import Target
 from . import register
 
 # Exit status of the harness firmware after a fault (firmware/startup.c), and of this program when

@@ -21,10 +21,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import qemu_plugin, userland
+from ..hostenv import qemu_plugin, userland
 from ..bundle import Entry, entry_of
 from ..errors import BuildError, MissingTool
-from ..targets import Target
+from ..target.profile import Target
 from . import register
 
 # SAMPLES of the two counted runs.

@@ -9,10 +9,10 @@ board's own: not emulated.
 
 from pathlib import Path
 
-from .. import deploy
+from ..boards import deploy
 from ..bundle import Entry
-from ..ssh import SshLink, remote_path
-from ..targets import Target
+from ..boards.ssh import SshLink, remote_path
+from ..target.profile import Target
 from . import register
 from .base import Connection
 

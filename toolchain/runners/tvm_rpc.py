@@ -15,8 +15,8 @@ from pathlib import Path
 import numpy as np
 
 from ..bundle import Entry
-from ..errors import BadInput, BuildError
-from ..targets import Target
+from ..errors import BadInput, BuildError, reason
+from ..target.profile import Target
 from . import register
 from .base import Connection
 
@@ -78,12 +78,12 @@ class TvmRpcRunner:
             remote = tracker.request(self.key, session_timeout=timeout_s, max_retry=_TRACKER_RETRIES)
         except (OSError, RuntimeError) as err:
             raise BuildError(f"the TVM RPC tracker at {host}:{port} gave no board with key '{self.key}': "
-                             f"{_first_line(err)}") from None
+                             f"{reason(err)}") from None
         failure = None
         try:
             _run_on_board(remote, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads)
         except Exception as err:  # the remote side raises anything from RuntimeError to TypeError
-            failure = _first_line(err)
+            failure = reason(err)
         finally:
             tracker.close()
             # The board serves one session at a time, and the session ends only when the last remote
@@ -124,8 +124,6 @@ def _run_on_board(remote, bundle_dir: Path, manifest: dict, in_dir: Path, out_di
         (out_dir / "timings_ns.txt").write_text("".join(f"{round(t * 1e9)}\n" for t in seconds))
 
 
-def _first_line(err: Exception) -> str:
-    return (str(err).strip().splitlines() or [type(err).__name__])[0]
 
 
 register(TvmRpcRunner())

@@ -1,0 +1,66 @@
+"""Apache TVM (Relax): the model compiled ahead of time for the target, by one of four routes.
+
+    shared_runtime.py  Linux boards with a TVM runtime: model.so for the Relax VM and a C++ runner
+    static_driver.py   no TVM runtime (tvm_runtime = "none"): TVM's kernels behind a static C driver,
+        firmware.py        ... linked into harness firmware for a microcontroller (os "none")
+        static_linux.py    ... linked into one Linux executable (e.g. rpi2)
+    cuda.py            NVIDIA GPUs (tvm_target kind "cuda"): device code in model.so
+frontend.py imports the model for all of them (int8_import.py gives int8 TFLite ops LiteRT's
+arithmetic). This module registers the backend and imports a route only when it compiles.
+"""
+
+import shutil
+from functools import lru_cache
+
+from ...hostenv import cross, tvm_runtimes
+from ...model.info import ModelInfo
+from ...target.profile import all_targets
+from .. import register
+from ..base import CompileRequest
+
+
+class TvmBackend:
+    name = "tvm"
+    formats = ("tflite", "onnx")
+    description = "Apache TVM (Relax, default pipeline with fusion): model.so and a C++ runner on the TVM runtime"
+
+    def unsupported_ops(self, model: ModelInfo) -> list[str]:
+        from .frontend import unsupported_ops
+
+        return unsupported_ops(model)
+
+    def compile(self, request: CompileRequest) -> dict:
+        target = request.target
+        if target.tvm_runtime == "none":  # TVM's kernels behind a static C driver (static_driver.py)
+            if target.os == "none":  # in harness firmware
+                from .firmware import compile_for_microcontroller
+
+                return compile_for_microcontroller(request)
+            from .static_linux import compile_linux_executable  # in one Linux executable
+
+            return compile_linux_executable(request)
+        if target.tvm_target["kind"] == "cuda":  # NVIDIA GPUs: device code built with the CUDA toolkit
+            from .cuda import compile_for_gpu
+
+            return compile_for_gpu(request)
+        from .shared_runtime import compile_shared
+
+        return compile_shared(request)
+
+    def versions(self) -> dict[str, str]:
+        return {**tvm_runtimes.installed_versions(), **_compiler_versions()}
+
+
+@lru_cache(maxsize=1)
+def _compiler_versions() -> dict[str, str]:
+    """Versions of the installed compiler of every target this backend serves (versions() has no target)."""
+    compilers = {}
+    for target in all_targets():
+        if "tvm" in target.backends:
+            name = f"{target.cross_prefix}{'gcc' if target.tvm_runtime == 'none' else 'g++'}"
+            path = shutil.which(name)
+            compilers[name] = cross.tool_version(path) if path else "not installed"
+    return compilers
+
+
+register(TvmBackend())

@@ -1,0 +1,51 @@
+"""Render templates/ with Jinja. Every piece of C, C++ and script text the tool writes lives there."""
+
+import keyword
+import re
+from pathlib import Path
+
+from .paths import TEMPLATES_DIR
+
+_C_KEYWORDS = frozenset(
+    "auto break case char const continue default do double else enum extern float for goto if inline int "
+    "long register restrict return short signed sizeof static struct switch typedef union unsigned void "
+    "volatile while bool true false class namespace template typename new delete this public private "
+    "protected virtual operator friend using try catch throw".split()
+)
+
+
+def c_identifier(name: str, taken: set[str] | None = None) -> str:
+    """A valid, non-reserved C identifier made from any string; unique within `taken` (which it updates)."""
+    ident = re.sub(r"[^0-9A-Za-z_]", "_", name) or "_"
+    if ident[0].isdigit():
+        ident = "_" + ident
+    if ident in _C_KEYWORDS or keyword.iskeyword(ident) or ident.startswith("__"):
+        ident = "m_" + ident.lstrip("_")
+    if taken is not None:
+        base, n = ident, 1
+        while ident in taken:
+            ident = f"{base}_{n}"
+            n += 1
+        taken.add(ident)
+    return ident
+
+
+def _environment():
+    import jinja2
+
+    return jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
+        undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+
+
+def render(template: str, out_path: Path, mode: int | None = None, **context) -> Path:
+    """Render templates/<template> with `context` into out_path (chmod `mode` if given)."""
+    text = _environment().get_template(template).render(**context)
+    out_path.write_text(text)
+    if mode is not None:
+        out_path.chmod(mode)
+    return out_path

@@ -1,0 +1,102 @@
+"""The instruction-counting qemu-user plugin (templates/qemu_insn_count.c.j2), built for the installed qemu.
+
+Debian's qemu-user loads TCG plugins (-plugin) but ships none, nor the plugin API header; the
+header comes from the qemu source package of the same upstream version (`apt-get source
+--download-only`, about 24 MB, fetched once), and gcc builds the plugin into the cache:
+
+    python -m toolchain.hostenv qemu-plugin
+
+Building it again is a no-op while qemu's version and the plugin's source stay the same. The plugin
+API is the same in every qemu-user binary of a version, so the one .so serves qemu-aarch64 and
+qemu-arm (32-bit ARM) alike.
+"""
+
+import re
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from .debian import AptConfig, run
+from ..errors import BuildError, MissingTool
+from ..paths import cache_dir
+
+Progress = Callable[[str], None]
+
+PLUGIN = "libinsn_count.so"
+_HEADER = "qemu-plugin.h"
+_SOURCE = "insn_count.c"
+_QEMU_PACKAGE = "qemu-user"  # the binary package whose emulators load the plugin
+
+
+def qemu_version() -> str:
+    """The installed qemu-user's source version, e.g. "1:7.2+dfsg-7+deb12u18"."""
+    if shutil.which("dpkg-query") is None:
+        raise MissingTool("dpkg-query", "the counting plugin is built for Debian's qemu-user; run this on Debian 12.")
+    result = subprocess.run(["dpkg-query", "-W", "-f=${source:Version}", _QEMU_PACKAGE], capture_output=True,
+                            text=True, check=False)
+    if result.returncode != 0 or not result.stdout:
+        raise MissingTool(_QEMU_PACKAGE, "install it with: apt-get install qemu-user, or run ./bootstrap.sh.")
+    return result.stdout.strip()
+
+
+def _upstream(version: str) -> str:
+    """"1:7.2+dfsg-7+deb12u18" -> "7.2+dfsg": what the source tarball (and its header) is made from."""
+    return version.split(":", 1)[-1].rsplit("-", 1)[0]
+
+
+def _plugin_dir() -> Path:
+    return cache_dir() / "qemu-plugin" / _upstream(qemu_version())
+
+
+def build(progress: Progress = lambda _: None) -> Path:
+    """The plugin built for the installed qemu: built now when missing or stale, else only found."""
+    folder = _plugin_dir()
+    header = folder / _HEADER
+    if not header.is_file():
+        _fetch_header(header, progress)
+    from ..codegen import render
+
+    api_version = re.search(r"#define QEMU_PLUGIN_VERSION (\d+)", header.read_text()).group(1)
+    source, plugin = folder / _SOURCE, folder / PLUGIN
+    rendered = folder / f".{_SOURCE}.new"
+    render("qemu_insn_count.c.j2", rendered, api_version=api_version)
+    if plugin.is_file() and source.is_file() and source.read_text() == rendered.read_text():
+        rendered.unlink()
+        progress(f"the instruction-counting qemu plugin is present in {plugin}")
+        return plugin
+    rendered.replace(source)
+    gcc = shutil.which("gcc")
+    if gcc is None:
+        raise MissingTool("gcc", "install it with: apt-get install gcc, or run ./bootstrap.sh.")
+    progress(f"compiling {PLUGIN} against the qemu {_upstream(qemu_version())} plugin API (version {api_version})")
+    partial = folder / f".{PLUGIN}.partial"
+    run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", f"-I{folder}", "-o", str(partial), str(source)],
+        f"gcc {_SOURCE}")
+    partial.replace(plugin)
+    return plugin
+
+
+def _fetch_header(header: Path, progress: Progress) -> None:
+    """Extract include/qemu/qemu-plugin.h from the Debian qemu source package of qemu-user's upstream version."""
+    upstream = _upstream(qemu_version())
+    header.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="edgeyard-qemu-source-") as work:
+        apt = AptConfig(Path(work) / "apt", architecture=None)
+        progress("fetching the Debian source package lists")
+        try:
+            apt.run("apt-get", "update")
+            progress(f"downloading the qemu source package (about 24 MB) for {_HEADER}")
+            apt.run("apt-get", "source", "--download-only", "qemu", cwd=Path(work))
+        except BuildError as err:
+            raise BuildError(f"could not download the qemu source package for the plugin header: {err}") from err
+        tarballs = sorted(Path(work).glob("qemu_*.orig.tar.*"))
+        if not tarballs or not tarballs[0].name.startswith(f"qemu_{upstream}.orig"):
+            found = tarballs[0].name if tarballs else "no upstream tarball"
+            raise BuildError(f"Debian's qemu source package ({found}) is not qemu-user's upstream version {upstream}; "
+                             "upgrade qemu-user (apt-get install --only-upgrade qemu-user) and try again.")
+        run(["tar", "-xf", str(tarballs[0]), "-C", work, "--wildcards", "--no-anchored", f"include/qemu/{_HEADER}"],
+            f"tar -x {_HEADER}")
+        extracted = next(Path(work).glob(f"qemu-*/include/qemu/{_HEADER}"))
+        shutil.copyfile(extracted, header)

@@ -1,0 +1,77 @@
+"""Command-line strings -> typed options: what tasks.py hands the engine (BuildOptions, a board Connection).
+
+Parsing is the only job here: no file is read and nothing heavy is imported, so a mistake in an
+option fails before any work starts.
+"""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .errors import BadInput
+from .runners.base import Connection
+from .target.settings import parse_settings
+
+DEFAULT_SAMPLES = 32  # validation samples per build
+
+
+@dataclass
+class BuildOptions:
+    target: str
+    model: Path | None = None  # None: the embedded default model
+    backend: str | None = None  # None: the target's default backend
+    out: Path | None = None  # None: build/<target>/<model-stem>/<backend>/
+    input_shapes: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    data: Path | None = None  # .npz with x/y (or x_test/y_test) for validation inputs and accuracy
+    samples: int = DEFAULT_SAMPLES
+    threads: int = 1
+    quantize: str | None = None  # none, fp16, dynamic or int8 (post-training); None: none (int8 for int8-only backends)
+    quantize_io: str | None = None  # int8: "int8" or "float" inputs and outputs (None: int8 for TFLite, float for ONNX)
+    calibration: Path | None = None  # int8 calibration inputs: .npz, .npy or a folder of them (None: `data`)
+    eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
+    settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
+
+
+
+def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
+    """['input_1:1x49x10x1', ...] -> {'input_1': (1, 49, 10, 1)}."""
+    shapes = {}
+    for spec in specs:
+        name, sep, dims = spec.rpartition(":")
+        try:
+            shape = tuple(int(d) for d in dims.lower().split("x"))
+        except ValueError:
+            shape = ()
+        if not sep or not name or not shape or min(shape) < 1:
+            raise BadInput(f"--input-shape '{spec}' is not NAME:D0xD1x... with positive dimensions.")
+        shapes[name] = shape
+    return shapes
+
+
+def parse_names(text: str) -> list[str]:
+    """'host, rpi4' -> ['host', 'rpi4']: a comma-separated option such as --targets."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
+                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None):
+    """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
+    # --precision and --layer-precision are target settings under their own names.
+    settings = parse_settings(list(set or []))
+    if precision:
+        settings["fpga.precision"] = precision
+    for item in layer_precision or []:
+        name, _, fixed_point = item.partition("=")
+        settings[f"fpga.layer_precision.{name}"] = fixed_point
+    return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
+                        out=Path(out) if out else None, input_shapes=parse_input_shapes(input_shape or []),
+                        data=Path(data) if data else None, samples=samples, threads=threads, quantize=quantize,
+                        quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
+                        eval_data=Path(eval_data) if eval_data else None, settings=settings)
+
+
+def board_connection(host, port, identity, known_hosts, rpc, key):
+    """Where bench runs the bundle: None for the target's own runner (here or under emulation)."""
+    if not (host or rpc):
+        return None
+    return Connection(host=host, port=port or None, identity=Path(identity) if identity else None,
+                      known_hosts=Path(known_hosts) if known_hosts else None, rpc=rpc, key=key)

@@ -1,0 +1,51 @@
+"""Content-addressed build cache: a build folder is reused when its key matches and its files are intact.
+
+The key covers everything that can change the result: the model's bytes, the target profile's bytes,
+the backend and options, the versions of every tool involved, and edgeyard's own code, templates and
+firmware sources.
+Checking it imports no heavy library, so a cache hit costs about as much as starting Python.
+"""
+
+import hashlib
+import json
+from pathlib import Path
+
+from .. import __version__
+from ..bundle import file_problem
+from ..paths import PROJECT_ROOT
+
+
+def _source_fingerprint() -> str:
+    digest = hashlib.sha256()
+    for folder in ("toolchain", "templates", "firmware"):
+        for path in sorted((PROJECT_ROOT / folder).rglob("*")):
+            if path.is_file() and path.suffix not in (".pyc",):
+                digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
+                digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def build_key(model_sha256: str, target_sha256: str, backend: str, options: dict, versions: dict) -> str:
+    material = {
+        "edgeyard": __version__,
+        "source": _source_fingerprint(),
+        "model": model_sha256,
+        "target": target_sha256,
+        "backend": backend,
+        "options": options,
+        "versions": versions,
+    }
+    return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def cached_report(out_dir: Path, key: str) -> dict | None:
+    """The report of a finished build in out_dir made with `key`, if every artifact is still intact."""
+    try:
+        report = json.loads((out_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if report.get("cache_key") != key:
+        return None
+    if any(file_problem(out_dir, artifact) for artifact in report.get("artifacts", [])):
+        return None
+    return report

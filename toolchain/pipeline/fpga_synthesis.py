@@ -1,0 +1,63 @@
+"""Vendor synthesis of an FPGA build (`invoke fpga-synth`): AMD Vitis HLS on the build's hls4ml project.
+
+Synthesis is the only source of resource use (LUT, FF, DSP, BRAM) and latency for an HLS design;
+the build itself runs the C simulation only. This builds if needed, copies the bundle's project to
+<build folder>/synthesis/ (the bundle stays as its manifest lists it), runs the vendor's tool there
+and records its report in report.json under "synthesis".
+"""
+
+import contextlib
+import io
+import shutil
+import subprocess
+from dataclasses import replace
+from pathlib import Path
+
+from . import report
+from ..backends.hls4ml import PROJECT, SYNTHESIS_TOOL
+from ..bundle import BUNDLE
+from .build import BuildOptions, BuildResult, Progress, build, quiet, target_of
+from ..codegen import render
+from ..errors import BadInput, BuildError, MissingTool
+
+SYNTHESIS_DIR = "synthesis"
+LOG = "synthesis.log"
+LABEL = "Vitis HLS synthesis estimate"
+
+
+def synthesize(opts: BuildOptions, logic_synthesis: bool = False, progress: Progress = quiet) -> BuildResult:
+    """Build with hls4ml if needed, then synthesize (C synthesis; with `logic_synthesis`, Vivado's too)."""
+    target = target_of(opts)  # with the build's --set and --precision
+    if target.fpga is None:
+        raise BadInput(f"target {target.name} has no [fpga] table, so there is nothing to synthesize.")
+    tool = shutil.which(SYNTHESIS_TOOL)
+    if tool is None:
+        raise MissingTool(SYNTHESIS_TOOL, "it comes with AMD Vitis 2024.1 or later (the free Vitis HLS licence "
+                          "covers C synthesis): install it from amd.com and source its settings64.sh; "
+                          "edgeyard cannot install vendor tools.")
+    built = build(replace(opts, backend="hls4ml"), progress)
+    work = built.out_dir / SYNTHESIS_DIR
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(built.out_dir / BUNDLE / PROJECT, work)
+    render("hls4ml_build_opt.tcl.j2", work / "build_opt.tcl", logic_synthesis=logic_synthesis)
+    progress(f"synthesizing for {target.fpga['part']} with {SYNTHESIS_TOOL} (minutes to hours); log in {work / LOG}")
+    with open(work / LOG, "w") as log:
+        proc = subprocess.run([tool, "--tcl", "build_prj.tcl", "--mode", "hls"], cwd=work, stdout=log,
+                              stderr=subprocess.STDOUT)
+    if proc.returncode != 0:
+        raise BuildError(f"{SYNTHESIS_TOOL} failed with exit status {proc.returncode}; see {work / LOG}.")
+    section = {"label": LABEL, "tool": SYNTHESIS_TOOL, "folder": str(work), **_synthesis_report(work)}
+    updated = {**built.report, "synthesis": section}
+    report.write(built.out_dir, updated)
+    return BuildResult(built.out_dir, updated, built.cached)
+
+
+def _synthesis_report(work: Path) -> dict:
+    """Latency and resources from the synthesis reports, as hls4ml reads them."""
+    from hls4ml.report import parse_vivado_report
+
+    with contextlib.redirect_stdout(io.StringIO()):  # it prints what it cannot find
+        parsed = parse_vivado_report(str(work)) or {}
+    if "CSynthesisReport" not in parsed:
+        raise BuildError(f"{SYNTHESIS_TOOL} finished but wrote no C synthesis report in {work}; see {work / LOG}.")
+    return {"c_synthesis": parsed["CSynthesisReport"], "logic_synthesis": parsed.get("VivadoSynthReport")}

@@ -1,0 +1,119 @@
+"""report.json (keys PINNED in DESIGN.md) and report.md in the build folder."""
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+from ..codegen import render
+from ..console import table
+from ..errors import short_reason
+
+
+def write(out_dir: Path, report: dict) -> None:
+    """report.json and report.md."""
+    _write_json_and_markdown(out_dir, "report", report)
+
+
+def write_comparison(out_dir: Path, comparison: dict) -> None:
+    """comparison.json and comparison.md: every backend of one target side by side."""
+    _write_json_and_markdown(out_dir, "comparison", comparison)
+
+
+def write_coverage(out_dir: Path, coverage: dict) -> None:
+    """coverage.json and coverage.md: every model of a folder built for every target (toolchain.coverage)."""
+    _write_json_and_markdown(out_dir, "coverage", coverage)
+
+
+def _write_json_and_markdown(out_dir: Path, stem: str, data: dict) -> None:
+    """<stem>.json and <stem>.md (from templates/<stem>.md.j2); each replaces its old version atomically."""
+    _atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=2) + "\n")
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.md.")
+    os.close(fd)
+    render(f"{stem}.md.j2", Path(tmp), **{stem: data})
+    os.replace(tmp, out_dir / f"{stem}.md")
+
+
+def read(out_dir: Path) -> dict:
+    return json.loads((out_dir / "report.json").read_text())
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def summary(report: dict) -> str:
+    """A few lines for a human after `invoke build` or `invoke bench`."""
+    v, b = report["validation"], report["bench"]
+    lines = [f"{report['target']} / {report['backend']} / {Path(report['model']['path']).name} -> {report['out_dir']}"]
+    stopped = [a for a in report.get("attempts", []) if a["error"]]
+    if stopped:
+        lines.append(f"backend {report['backend']} chosen by --backend auto after "
+                     + "; ".join(f"{a['backend']}: {short_reason(a['error'], report['model']['path'])}"
+                                 for a in stopped))
+    for line in report["model"].get("repairs", []):
+        lines.append(f"repair: {line}")
+    if v["ran"]:
+        acc = f", accuracy {v['accuracy']:.1%} (reference {v['reference_accuracy']:.1%})" if "accuracy" in v else ""
+        agree = f", top-1 agreement {v['top1_agreement']:.0%}" if v["top1_agreement"] is not None else ""
+        lines.append(f"validation: {v['status']} on {v['samples']} samples, max abs error "
+                     f"{v['max_abs_error']:.3g}{agree}{acc}")
+    else:
+        lines.append(f"validation: {v['status']}")
+    if b["latency_ms"]:
+        label = f" ({b['note']})" if b["note"] else ""
+        lines.append(f"latency: median {b['latency_ms']['median']:.3f} ms, p90 {b['latency_ms']['p90']:.3f} ms "
+                     f"over {b['runs']} runs on {b['runner']}{label}")
+    size = sum(a["bytes"] for a in report["artifacts"])
+    if b["instructions_per_inference"]:
+        lines.append(f"instructions per inference: {b['instructions_per_inference']:,} (instructions, not cycles)")
+    if report.get("quantization"):
+        lines.append(quantization_summary(report["quantization"]))
+    if report.get("memory"):
+        lines.append(f"memory: flash {report['memory']['flash_bytes']:,} B, RAM {report['memory']['ram_bytes']:,} B")
+    if report.get("estimate"):
+        e = report["estimate"]
+        lines.append(f"{e['label']}: {e['npu_cycles']:,} NPU cycles, {e['inference_ms']:.3f} ms at {e['clock_mhz']} MHz, "
+                     f"SRAM {e['sram_bytes']:,} B, operators {e['operators']['npu']} on the NPU, "
+                     f"{e['operators']['cpu']} on the CPU")
+    if report.get("cuda"):
+        lines.append(f"GPU device code: {', '.join(report['cuda']['device_code'])} ({report['cuda']['toolkit']})")
+    if report.get("fpga"):
+        f = report["fpga"]
+        lines.append(f"FPGA {f['part']} at {f['clock_mhz']} MHz, {f['precision']}: C simulation built in "
+                     f"{f['csim_build_seconds']:.1f} s; resources and latency: {f['estimate']}")
+    if report.get("synthesis"):
+        lines.append(f"{report['synthesis']['label']}: {report['synthesis']['c_synthesis']}")
+    lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
+    return "\n".join(lines)
+
+
+def quantization_summary(q: dict) -> str:
+    """One line: mode, I/O, calibration, size before -> after, accuracy before -> after (or why there is none)."""
+    calibration = f", calibrated on {q['calibration']['samples']} samples of {q['calibration']['source']}" \
+        if q["calibration"] else ""
+    size = (f"{q['bytes']['float']:,} -> {q['bytes']['quantized']:,} B "
+            f"(weights {q['weight_bytes']['float']:,} -> {q['weight_bytes']['quantized']:,} B)")
+    a = q["accuracy"]
+    accuracy = (f"top-1 accuracy {a['float']:.1%} -> {a['quantized']:.1%} ({a['change_points']:+.1f} points) "
+                f"on {a['samples']} samples of {a['data']}") if a else f"accuracy: {q['accuracy_unavailable']}"
+    return f"quantization: {q['mode']} ({q['io']} I/O){calibration}; {size}; {accuracy}"
+
+
+def comparison_summary(comparison: dict) -> str:
+    rows = []
+    for row in comparison["rows"]:
+        if row["error"]:
+            rows.append([row["backend"], f"could not build: {row['error']}", "-", "-", "-", "-"])
+            continue
+        v, b = row["validation"], row["bench"]
+        latency = b["latency_ms"]
+        rows.append([row["backend"], v["status"], f"{latency['median']:.3f}" if latency else "-",
+                     f"{latency['p90']:.3f}" if latency else "-",
+                     f"{b['instructions_per_inference']:,}" if b["instructions_per_inference"] else "-",
+                     (b["runner"] or "-") + (" (emulated)" if b["emulated"] else "")])  # the note is in comparison.md
+    head = f"{Path(comparison['model']).name} on {comparison['target']} -> {comparison['out_dir']}/comparison.md"
+    return head + "\n" + table(["backend", "validation", "median ms", "p90 ms", "instructions", "runner"], rows)
