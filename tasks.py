@@ -10,6 +10,8 @@ from invoke import Exit, task
 
 from toolchain import console, options
 
+console.quiet_frameworks()
+
 HELP = {
     "target": "target profile name (see `invoke targets`)",
     "model": "model file: .keras/.h5, SavedModel folder, .tflite or .onnx (default: the embedded digits CNN)",
@@ -73,7 +75,7 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
           debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
-    from toolchain.pipeline.build import compare_backends, run_bench
+    from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
@@ -169,15 +171,18 @@ def coverage(c, models, targets="host", backend="auto", out=None, samples=32, de
                    f"see {result['out_dir']}/coverage.md", code=1)
 
 
-@task(help={"slow": "also run the slow end-to-end tests", "k": "only tests matching this expression",
+@task(help={"fast": "only the fast unit tests (no TensorFlow, TVM or compiler; seconds)",
+            "slow": "also run the slow end-to-end tests", "k": "only tests matching this expression",
             "x": "stop at the first failure"})
-def test(c, slow=False, k=None, x=False):
-    """Run the test suite (pytest)."""
-    import subprocess
+def test(c, fast=False, slow=False, k=None, x=False):
+    """Run the test suite (pytest): by default all but the slow tests; --fast: the unit tests; --slow: all."""
+    from toolchain import proc
 
-    argv = [sys.executable, "-m", "pytest"] + ([] if slow else ["-m", "not slow"])
+    if fast and slow:
+        raise Exit("error: give --fast or --slow, not both.", code=2)
+    argv = [sys.executable, "-m", "pytest"] + (["-m", "fast"] if fast else [] if slow else ["-m", "not slow"])
     argv += (["-k", k] if k else []) + (["-x"] if x else [])
-    code = subprocess.run(argv).returncode
+    code = proc.run(argv, check=False, capture=False).returncode  # pytest prints to this terminal
     if code:
         raise Exit(code=code)
 

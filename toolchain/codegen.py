@@ -4,6 +4,7 @@ import keyword
 import re
 from pathlib import Path
 
+from .atomic import atomic_write
 from .paths import TEMPLATES_DIR
 
 _C_KEYWORDS = frozenset(
@@ -42,10 +43,11 @@ def _environment():
     )
 
 
+def render_text(template: str, **context) -> str:
+    """templates/<template> rendered with `context`."""
+    return _environment().get_template(template).render(**context)
+
+
 def render(template: str, out_path: Path, mode: int | None = None, **context) -> Path:
-    """Render templates/<template> with `context` into out_path (chmod `mode` if given)."""
-    text = _environment().get_template(template).render(**context)
-    out_path.write_text(text)
-    if mode is not None:
-        out_path.chmod(mode)
-    return out_path
+    """Render templates/<template> with `context` into out_path, atomically (chmod `mode` if given)."""
+    return atomic_write(out_path, render_text(template, **context), mode)

@@ -1,5 +1,7 @@
 """Text for humans: tables, progress lines, and the mapping of errors to exit codes for the CLI."""
 
+import logging
+import os
 import sys
 import time
 import traceback
@@ -40,3 +42,13 @@ def guarded(action: Callable[[], object], debug: bool) -> tuple[object, int, str
             traceback.print_exc()
         return None, EXIT_BUILD_FAILED, (f"internal error: {type(err).__name__}: {err} "
                                          "(run again with --debug for the traceback)")
+
+
+def quiet_frameworks() -> None:
+    """For the command line: keep TensorFlow's start-up chatter (oneDNN, CUDA probing) and converters'
+    deprecation notes off the console, where they would bury the one-line errors; stop ONNX Runtime
+    1.32's telemetry uploader (a thread, a store under ~/.cache/Microsoft, network lookups)."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+    for name in ("absl", "tf2onnx", "tensorflow"):
+        logging.getLogger(name).setLevel(logging.ERROR)

@@ -1,11 +1,15 @@
-"""Where things live: the project tree, the user's cache, the fetched target runtimes."""
+"""Where things live: the assets (templates/, targets/, firmware/), the user's cache, build folders."""
 
 import os
 from pathlib import Path
 
-PROJECT_ROOT = Path(__file__).resolve().parent.parent
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
-TARGETS_DIR = PROJECT_ROOT / "targets"
+PACKAGE_DIR = Path(__file__).resolve().parent
+# A source checkout (or an editable install) keeps the assets beside the package; a built wheel
+# carries them inside it, in toolchain/_assets/ (setup.py copies them there).
+ASSETS_ROOT = PACKAGE_DIR / "_assets" if (PACKAGE_DIR / "_assets").is_dir() else PACKAGE_DIR.parent
+TEMPLATES_DIR = ASSETS_ROOT / "templates"
+TARGETS_DIR = ASSETS_ROOT / "targets"
+FIRMWARE_DIR = ASSETS_ROOT / "firmware"
 
 
 def cache_dir() -> Path:

@@ -1,4 +1,8 @@
-"""A plug-in registry: every module of a package registers its one item on import (like west's runners)."""
+"""A plug-in registry: every module of a package registers its one item on import (like west's runners).
+
+Loading a registry imports each module of its package except `base` (the protocol) and modules whose
+name starts with "_" (helpers that register nothing); a subpackage registers in its __init__.
+"""
 
 import importlib
 import pkgutil
@@ -26,7 +30,7 @@ class Registry(Generic[T]):
         self._loaded = True
         package = importlib.import_module(self.package)
         for info in pkgutil.iter_modules(package.__path__):
-            if info.name not in ("base",):
+            if info.name != "base" and not info.name.startswith("_"):
                 importlib.import_module(f"{self.package}.{info.name}")
 
     def names(self) -> list[str]:

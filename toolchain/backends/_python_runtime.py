@@ -1,6 +1,6 @@
 """Backends whose bundle is the model file plus a Python runner script for the board's python3.
 
-LiteRT and ONNX Runtime ship no C/C++ headers on PyPI or in Debian 12 (DESIGN.md), so on an ARM
+LiteRT and ONNX Runtime ship no C/C++ headers on PyPI or in Debian 12 (checked: neither ships them), so on an ARM
 Linux board they run through their Python packages; the bundle is the model and a generated script.
 """
 
@@ -11,10 +11,11 @@ from importlib import metadata
 from .. import bundle
 from ..codegen import render
 from ..model.info import ModelInfo
-from .base import CompileRequest
+from .base import BackendCaps, CompileRequest, CompileResult
 
 
-def _spec(tensors) -> str:
+def tensor_spec(tensors) -> str:
+    """Tensors as the Python literal the generated runner scripts read: [(name, shape, dtype), ...]."""
     return repr([(t.name, tuple(t.shape), t.dtype) for t in tensors])
 
 
@@ -24,20 +25,18 @@ class PythonRuntimeBackend:
     runtime_label: str
     format: str  # the one model format this runtime executes
     package: str  # PyPI distribution the board needs
-    description: str
-    target_os: tuple[str, ...] = ("linux",)
     env: tuple[tuple[str, str], ...] = ()  # environment the runner script needs on the board
 
     @property
-    def formats(self) -> tuple[str, ...]:
-        return (self.format,)
+    def caps(self) -> BackendCaps:
+        return BackendCaps(formats=(self.format,))
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         # Both runtimes execute every builtin op of their format; only custom ops need extra kernels
         # (TF "Flex" ops need the TF Select delegate, absent from ai-edge-litert).
         return sorted(op for op in model.ops if op.upper().startswith(("CUSTOM", "FLEX")))
 
-    def compile(self, request: CompileRequest) -> dict:
+    def compile(self, request: CompileRequest) -> CompileResult:
         out = request.bundle_dir
         model_file = f"model.{self.format}"
         script = f"run_{self.name}.py"
@@ -51,15 +50,15 @@ class PythonRuntimeBackend:
             model_file=model_file,
             script_name=script,
             target=request.target.name,
-            inputs=_spec(request.model.inputs),
-            outputs=_spec(request.model.outputs),
+            inputs=tensor_spec(request.model.inputs),
+            outputs=tensor_spec(request.model.outputs),
         )
         entry = bundle.Entry(kind="python", argv=["python3", f"./{script}"], arch="any", env=dict(self.env))
         bundle.write_run_script(out, self.name, request.target.name, entry)
-        return bundle.write_manifest(
+        return CompileResult(bundle.write_manifest(
             out, self.name, request.target.name, entry, request.model.inputs, request.model.outputs,
             extra={"requires": {"python": "3.11", "packages": [self.package, "numpy"]}},
-        )
+        ))
 
     def versions(self) -> dict[str, str]:
         return {self.package: metadata.version(self.package)}

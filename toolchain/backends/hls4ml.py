@@ -29,14 +29,14 @@ import time
 import warnings
 from pathlib import Path
 
-from .. import bundle
+from .. import bundle, proc
 from ..hostenv import cross
 from ..codegen import c_identifier, render
 from ..errors import BadInput, BuildError, MissingTool, reason
 from ..model.info import ModelInfo
 from . import register
-from .base import CompileRequest
-from ._python_runtime import _spec
+from .base import BackendCaps, CompileRequest, CompileResult, ReportSection
+from ._python_runtime import tensor_spec
 
 PROJECT = "hls_project"
 CSIM_LIBRARY = "csim.so"
@@ -172,9 +172,7 @@ def _build_csim(project_dir: Path, project: str, out: Path) -> float:
 
 class Hls4mlBackend:
     name = "hls4ml"
-    formats = ("keras",)
-    target_os = ("linux",)
-    description = "hls4ml: an HLS project for an AMD/Xilinx FPGA, validated by its bit-accurate C simulation"
+    caps = BackendCaps(formats=("keras",))
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         from hls4ml.converters import get_supported_keras_layers
@@ -183,7 +181,7 @@ class Hls4mlBackend:
         supported = set(get_supported_keras_layers()) | {key.rsplit(".", 1)[-1] for key in registry}
         return sorted(op for op in model.ops if op not in supported)
 
-    def compile(self, request: CompileRequest) -> dict:
+    def compile(self, request: CompileRequest) -> CompileResult:
         model, target, bundle_dir = request.model, request.target, request.bundle_dir
         fpga = target.fpga
         if fpga is None:
@@ -223,7 +221,7 @@ class Hls4mlBackend:
                runtime_label="hls4ml C simulation", model_file=CSIM_LIBRARY, script_name=RUNNER_SCRIPT,
                target=target.name, project=project, weights_variable=WEIGHTS_VARIABLE,
                weights_dir=f"{PROJECT}/firmware/weights",
-               inputs=_spec(model.inputs), outputs=_spec(model.outputs))
+               inputs=tensor_spec(model.inputs), outputs=tensor_spec(model.outputs))
         # csim.so is built for this machine's CPU: the runner goes wherever that library runs.
         entry = bundle.Entry(kind="python", argv=["python3", f"./{RUNNER_SCRIPT}"], arch=platform.machine())
         bundle.write_run_script(bundle_dir, self.name, target.name, entry)
@@ -242,14 +240,15 @@ class Hls4mlBackend:
             "estimate": NO_ESTIMATE,
             "layers": _layer_table(hls_model),
         }
-        return bundle.write_manifest(
+        tolerance = {"float32": allowed_error,
+                     "basis": f"{TOLERANCE_LSB} LSB of the narrowest fixed-point type ({min(precisions, key=fraction_bits)})"}
+        manifest = bundle.write_manifest(
             bundle_dir, self.name, target.name, entry, model.inputs, model.outputs,
-            extra={"fpga": summary,
-                   "tolerance": {"float32": allowed_error,
-                                 "basis": f"{TOLERANCE_LSB} LSB of the narrowest fixed-point type "
-                                          f"({min(precisions, key=fraction_bits)})"},
-                   "requires": {"python": "3", "packages": ["numpy"]}},
+            extra={"fpga": summary, "tolerance": tolerance, "requires": {"python": "3", "packages": ["numpy"]}},
         )  # fmt: skip
+        line = (f"FPGA {summary['part']} at {summary['clock_mhz']} MHz, {summary['precision']}: C simulation built in "
+                f"{summary['csim_build_seconds']:.1f} s; resources and latency: {summary['estimate']}")
+        return CompileResult(manifest, [ReportSection("fpga", summary, line)], tolerance=tolerance)
 
     def versions(self) -> dict[str, str]:
         try:
@@ -263,7 +262,7 @@ class Hls4mlBackend:
 def _gxx_version() -> str:
     """The g++ that builds the C simulation (this machine's)."""
     gxx = shutil.which("g++")
-    return cross.tool_version(gxx) if gxx else "not installed"
+    return proc.version(gxx) if gxx else "not installed"
 
 
 register(Hls4mlBackend())

@@ -5,5 +5,4 @@ from ._python_runtime import PythonRuntimeBackend
 
 register(PythonRuntimeBackend(
     name="litert", runtime_label="LiteRT", format="tflite", package="ai-edge-litert",
-    description="LiteRT (TensorFlow Lite) interpreter with XNNPACK, driven by a Python script",
 ))

@@ -5,7 +5,6 @@ from ._python_runtime import PythonRuntimeBackend
 
 register(PythonRuntimeBackend(
     name="onnxruntime", runtime_label="ONNX Runtime", format="onnx", package="onnxruntime",
-    description="ONNX Runtime CPU execution provider, driven by a Python script",
     # ONNX Runtime 1.32 would start a telemetry uploader on the board (a thread, network lookups).
     env=(("ORT_DISABLE_TELEMETRY", "1"),),
 ))

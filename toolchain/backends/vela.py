@@ -20,17 +20,16 @@ import csv
 import importlib.metadata
 import importlib.util
 import re
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
-from .. import bundle
+from .. import bundle, proc
 from ..codegen import c_identifier, render
-from ..errors import BadInput, BuildError, MissingTool
+from ..errors import BadInput, BuildError, MissingTool, output_tail
 from ..model.info import ModelInfo
 from . import register
-from .base import CompileRequest
+from .base import BackendCaps, CompileRequest, CompileResult, ReportSection, memory_section
 
 ESTIMATE_LABEL = "Vela performance estimate"
 SUMMARY = "vela_summary.csv"
@@ -77,15 +76,14 @@ def _vela_argv(settings: dict, model_path: Path, out_dir: Path) -> list[str]:
 
 def _run_vela(settings: dict, model: ModelInfo, out_dir: Path, target) -> str:
     """Run Vela; its output (stdout and stderr) on success."""
-    proc = subprocess.run(_vela_argv(settings, model.path, out_dir), capture_output=True, text=True)
-    output = proc.stdout + proc.stderr
-    if proc.returncode != 0:
-        lines = output.strip().splitlines()
-        last = lines[-1] if lines else f"exit status {proc.returncode}"
+    result = proc.run(_vela_argv(settings, model.path, out_dir), check=False)
+    output = result.stdout + result.stderr
+    if result.returncode != 0:
+        last = output_tail(output, None, 1)
         if "CliOptionError: " in last:  # a setting of the target's [ethos_u] table that Vela does not know
             detail = last.partition("CliOptionError: ")[2].strip("'")
             raise BadInput(f"{target.path}: Vela rejects the [ethos_u] settings: {detail}")
-        raise BuildError(f"Vela could not compile {model.path.name}: {last}")
+        raise BuildError(f"Vela could not compile {model.path.name} (exit status {result.returncode}): {last}")
     return output
 
 
@@ -146,18 +144,14 @@ def _render_c_array(request: CompileRequest, optimized: Path, estimate: dict) ->
 
 class VelaBackend:
     name = "vela"
-    formats = ("tflite",)
-    target_os = ("none",)
-    description = ("Arm Vela for Ethos-U NPUs: the int8 model optimized for the NPU, as a C array; "
-                   "Vela's performance estimate")
     # The NPU runs int8 models only: a float model is quantized first when calibration data is at hand.
-    needs_int8 = True
+    caps = BackendCaps(formats=("tflite",), needs_int8=True)
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         # No operator stops Vela: those the NPU cannot run stay on the CPU, and the report lists them.
         return []
 
-    def compile(self, request: CompileRequest) -> dict:
+    def compile(self, request: CompileRequest) -> CompileResult:
         model, target, bundle_dir = request.model, request.target, request.bundle_dir
         settings = target.ethos_u
         if settings is None:
@@ -188,9 +182,15 @@ class VelaBackend:
         entry = bundle.Entry(kind="firmware", argv=[], arch=target.arch)
         memory = {"flash_bytes": estimate["model_bytes"], "ram_bytes": estimate["sram_bytes"] + estimate["dram_bytes"],
                   "source": ESTIMATE_LABEL}
-        return bundle.write_manifest(bundle_dir, self.name, target.name, entry, model.inputs, model.outputs,
-                                     extra={"estimate": estimate, "memory": memory,
-                                            "not_run": f"no Ethos-U NPU here; the figures are the {ESTIMATE_LABEL}"})
+        not_run = f"no Ethos-U NPU here; the figures are the {ESTIMATE_LABEL}"
+        manifest = bundle.write_manifest(bundle_dir, self.name, target.name, entry, model.inputs, model.outputs,
+                                         extra={"estimate": estimate, "memory": memory, "not_run": not_run})
+        e = estimate
+        summary = (f"{e['label']}: {e['npu_cycles']:,} NPU cycles, {e['inference_ms']:.3f} ms at {e['clock_mhz']} MHz, "
+                   f"SRAM {e['sram_bytes']:,} B, operators {e['operators']['npu']} on the NPU, "
+                   f"{e['operators']['cpu']} on the CPU")
+        return CompileResult(manifest, [memory_section(memory), ReportSection("estimate", estimate, summary)],
+                             not_run=not_run)
 
     def versions(self) -> dict[str, str]:
         try:

@@ -9,12 +9,11 @@ known_hosts (UserKnownHostsFile) or keeps it in ~/.ssh/known_hosts.
 
 import re
 import shlex
-import shutil
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import BadInput, BuildError, MissingTool
+from .. import proc
+from ..errors import BadInput, BuildError
 
 # [user@]host, the host a name, an IPv4 address or a bracketed IPv6 address: no option-like or
 # shell-special text reaches ssh's command line.
@@ -59,7 +58,7 @@ class SshLink:
         return options
 
     def run(self, words: list[str], stdin: str | None = None, timeout_s: float = 600, check: bool = True,
-            what: str | None = None) -> subprocess.CompletedProcess:
+            what: str | None = None) -> proc.CompletedProcess:
         """Run `words` on the board (quoted into one command line); its output, or BuildError when it fails."""
         argv = [_tool("ssh"), *self._options("-p"), "--", self.host, shlex.join(words)]
         return self._call(argv, what or f"`{words[0]}` on {self.host}", stdin, timeout_s, check)
@@ -76,16 +75,12 @@ class SshLink:
         self._call(argv, f"copying results from {self.host}", None, timeout_s, True)
 
     def _call(self, argv: list[str], what: str, stdin: str | None, timeout_s: float,
-              check: bool) -> subprocess.CompletedProcess:
-        try:
-            result = subprocess.run(argv, input=stdin, capture_output=True, text=True, timeout=timeout_s)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"{what} did not finish within {timeout_s:.0f} s.") from None
+              check: bool) -> proc.CompletedProcess:
+        result = proc.run(argv, input=stdin, timeout_s=timeout_s, what=what, check=False)
         if result.returncode == _SSH_FAILED:
             raise BuildError(f"{what} failed: {_connection_problem(result.stderr, self)}")
         if check and result.returncode != 0:
-            tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-3:])
-            raise BuildError(f"{what} failed with exit status {result.returncode}: {tail}")
+            raise proc.failure(result, what)
         return result
 
 
@@ -100,7 +95,4 @@ def _connection_problem(stderr: str, link: SshLink) -> str:
 
 
 def _tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        raise MissingTool(name, "install it with: apt-get install openssh-client.")
-    return path
+    return proc.require(name, "install it with: apt-get install openssh-client.")

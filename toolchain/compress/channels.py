@@ -206,8 +206,7 @@ def _check_supported(layer, source: str, rank: int | None = None) -> None:
     elif kind in ("BatchNormalization", "Concatenate") and rank is not None and config["axis"] not in (-1, rank - 1):
         problem = "works on a non-channel axis"
     if problem:
-        name = getattr(layer, "name", kind)
-        raise BadInput(f"{source}: layer '{name}' {problem}, which structured pruning does not support "
+        raise BadInput(f"{source}: layer '{layer.name}' {problem}, which structured pruning does not support "
                        f"(supported: {', '.join(kind for kind in SUPPORTED if kind != 'InputLayer')}).")
 
 

@@ -4,8 +4,6 @@ the figures a report compares (params, MACs, sizes), and writing the model with 
 
 import gzip
 import json
-import os
-import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,14 +11,14 @@ from typing import Callable
 
 import numpy as np
 
-from ..pipeline.accuracy import class_indices
+from ..atomic import atomic_file, atomic_write
+from ..model.data import TRAINING_KEYS, class_indices
 from ..errors import BadInput
 
 Progress = Callable[[str], None]
 SEED = 1234
 BATCH_SIZE = 32
 OUTPUT_DIR = Path("build") / "compress"
-DATA_KEYS = ("x_train", "y_train", "x_test", "y_test")
 
 
 @dataclass
@@ -80,11 +78,11 @@ def load_data(path: Path, model) -> LabelledData:
     """The .npz's training and test splits, shaped as the model's input, labels as class indices."""
     try:
         arrays = np.load(path)
-        missing = [key for key in DATA_KEYS if key not in arrays]
+        missing = [key for key in TRAINING_KEYS if key not in arrays]
     except (OSError, ValueError) as err:
         raise BadInput(f"{path}: not a readable .npz dataset ({err}).") from None
     if missing:
-        raise BadInput(f"{path}: needs the arrays {', '.join(DATA_KEYS)} and has no {', '.join(missing)}.")
+        raise BadInput(f"{path}: needs the arrays {', '.join(TRAINING_KEYS)} and has no {', '.join(missing)}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:
         raise BadInput(f"{path}: labelled data trains single-input classifiers with (batch, classes) outputs, "
                        f"and the model has {len(model.inputs)} inputs and {len(model.outputs)} outputs "
@@ -187,27 +185,22 @@ def model_entry(path: Path, shown_path: Path, test_accuracy: float | None, **ext
 def write_outputs(model, out: Path, make_report: Callable[[Path], dict]) -> dict:
     """Save the model to `out` and its report beside it (<stem>.json, <stem>.md), all or nothing.
 
-    Everything is written into a staging folder first; make_report(staged model) builds the report
-    from the staged file, so nothing half-written ever appears under the final names.
+    The model is saved to a temporary file beside `out` first; make_report(staged model) builds the
+    report from it, so nothing half-written ever appears under the final names.
     """
     import keras
 
-    from ..codegen import render
+    from ..codegen import render_text
 
     plain = keras.models.clone_model(model)  # without the fine-tuning's optimizer state
     plain.set_weights(model.get_weights())
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
-    try:
-        plain.save(staging / out.name)
-        report = make_report(staging / out.name)
-        stem = out.name.rsplit(".", 1)[0]
-        (staging / f"{stem}.json").write_text(json.dumps(report, indent=2) + "\n")
-        render("compress_report.md.j2", staging / f"{stem}.md", report=report)
-        for name in (f"{stem}.json", f"{stem}.md", out.name):  # the model last: its presence marks a complete set
-            os.replace(staging / name, out.parent / name)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    stem = out.name.rsplit(".", 1)[0]
+    with atomic_file(out) as staged:  # the model last: its presence marks a complete set
+        plain.save(staged)
+        report = make_report(staged)
+        markdown = render_text("compress_report.md.j2", report=report)
+        atomic_write(out.parent / f"{stem}.json", json.dumps(report, indent=2) + "\n")
+        atomic_write(out.parent / f"{stem}.md", markdown)
     return report
 
 

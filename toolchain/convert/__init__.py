@@ -4,11 +4,11 @@ Converters write only into `out_dir`, atomically (a temporary name, then a renam
 bytes for the same model. Each returns load_model() of the file it wrote.
 """
 
-import os
 import warnings
 from dataclasses import replace
 from pathlib import Path
 
+from ..atomic import atomic_file
 from ..errors import BadInput, BuildError
 from ..model import ModelInfo, TensorInfo, load_model
 from ..errors import reason
@@ -33,7 +33,8 @@ def to_tflite(info: ModelInfo, out_dir: Path) -> ModelInfo:
     except Exception as err:  # the converter raises many types (ConverterError, ValueError, ...)
         raise BuildError(f"converting {info.path} to TFLite failed: {reason(err)}.") from None
     target = Path(out_dir) / f"{info.stem}.tflite"
-    _write_atomically(target, lambda temporary: temporary.write_bytes(flatbuffer))
+    with atomic_file(target) as temporary:
+        temporary.write_bytes(flatbuffer)
     return _reload(target, info)
 
 
@@ -43,7 +44,8 @@ def to_onnx(info: ModelInfo, out_dir: Path) -> ModelInfo:
         return info
     target = Path(out_dir) / f"{info.stem}.onnx"
     try:
-        _write_atomically(target, lambda temporary: _run_tf2onnx(info, temporary))
+        with atomic_file(target) as temporary:
+            _run_tf2onnx(info, temporary)
     except BuildError:
         raise
     except Exception as err:  # tf2onnx surfaces TensorFlow's and its own many error types
@@ -92,16 +94,6 @@ def _rename_outputs(graph, names: list[str]) -> None:
     for node in graph.node:
         node.input[:] = [renamed.get(n, n) for n in node.input]
         node.output[:] = [renamed.get(n, n) for n in node.output]
-
-
-def _write_atomically(target: Path, write) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.partial")  # the pid keeps parallel builds apart
-    try:
-        write(temporary)
-        os.replace(temporary, target)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 def _reload(target: Path, source: ModelInfo) -> ModelInfo:

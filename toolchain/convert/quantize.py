@@ -15,17 +15,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..atomic import atomic_file
 from ..errors import BadInput, BuildError
 from ..model import ModelInfo, model_format, model_sha256
 from ..errors import reason
+from ..model.data import CALIBRATION_KEYS
 from ..pipeline.validate import FLOAT_TOLERANCE
-from . import _reload, _write_atomically
+from . import _reload
 
 MODES = ("none", "fp16", "dynamic", "int8")
 IO_TYPES = ("int8", "float")
 CALIBRATION_SAMPLES = 200  # the first N samples of the calibration data
-# Calibration prefers training data; validation reads x_test first.
-_CALIBRATION_KEYS = ("x_train", "x", "x_test")
 _TF_FORMATS = ("keras", "savedmodel")
 
 METHODS = {
@@ -75,7 +75,7 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
         raise BadInput(f"--quantize-io takes {' or '.join(IO_TYPES)}, not '{io}'.")
     source_format = model_format(model_path) if model_path is not None else "keras"
     if mode is None:
-        automatic = (getattr(backend, "needs_int8", False) and source_format in _TF_FORMATS
+        automatic = (backend.caps.needs_int8 and source_format in _TF_FORMATS
                      and (calibration is not None or has_data))
         mode = "int8" if automatic else "none"
     if mode == "none":
@@ -94,7 +94,7 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
     target_format = quantized_format(source_format, backend)
     if target_format is None:
         raise BadInput(f"--quantize makes TFLite or ONNX models, and backend '{backend.name}' compiles "
-                       f"{' or '.join(backend.formats)} models only.")
+                       f"{' or '.join(backend.caps.formats)} models only.")
     if mode == "int8":
         if calibration is None and not has_data:
             raise BadInput("--quantize int8 needs calibration data: --calibration PATH (.npz, .npy or a folder of "
@@ -123,7 +123,7 @@ def _listed(flags: list[str]) -> str:
 def quantized_format(source_format: str, backend) -> str | None:
     """The format a model quantizes to for a backend: the first of its formats the source reaches
     (as build._in_backend_format converts), None when that is neither TFLite nor ONNX."""
-    for fmt in backend.formats:
+    for fmt in backend.caps.formats:
         if fmt == source_format or (fmt in ("tflite", "onnx") and source_format in _TF_FORMATS):
             return fmt if fmt in ("tflite", "onnx") else None
     return None
@@ -199,7 +199,8 @@ def to_quantized_tflite(info: ModelInfo, out_dir: Path, mode: str, calibration: 
     except Exception as err:  # the converter raises many types (ConverterError, ValueError, ...)
         raise BuildError(f"quantizing {info.path} to {mode} failed: {reason(err)}.") from None
     target = Path(out_dir) / f"{info.stem}_{mode}.tflite"
-    _write_atomically(target, lambda temporary: temporary.write_bytes(flatbuffer))
+    with atomic_file(target) as temporary:
+        temporary.write_bytes(flatbuffer)
     return _reload(target, info)
 
 
@@ -221,12 +222,13 @@ def to_quantized_onnx(info: ModelInfo, out_dir: Path, mode: str,
 
                 model = convert_float_to_float16(onnx.load(str(info.path)), keep_io_types=True)
                 OnnxModel.graph_topological_sort(model.graph)  # the conversion appends its input casts last
-                _write_atomically(target, lambda temporary: onnx.save(model, str(temporary)))
+                with atomic_file(target) as temporary:
+                    onnx.save(model, str(temporary))
             elif mode == "dynamic":
                 from onnxruntime.quantization import QuantType, quantize_dynamic
 
-                _write_atomically(target, lambda temporary: quantize_dynamic(
-                    info.path, temporary, weight_type=QuantType.QInt8, reduce_range=True))
+                with atomic_file(target) as temporary:
+                    quantize_dynamic(info.path, temporary, weight_type=QuantType.QInt8, reduce_range=True)
             else:
                 return _static_int8_onnx(info, target, calibration)
     except (BadInput, BuildError):
@@ -255,9 +257,9 @@ def _static_int8_onnx(info: ModelInfo, target: Path, calibration: np.ndarray) ->
     best = None
     for per_channel in (False, True):
         candidate = target.with_name(f"{target.stem}_{'per_channel' if per_channel else 'per_tensor'}.onnx")
-        _write_atomically(candidate, lambda temporary: quantize_static(
-            info.path, temporary, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
-            reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8))
+        with atomic_file(candidate) as temporary:
+            quantize_static(info.path, temporary, Reader(), quant_format=QuantFormat.QDQ, per_channel=per_channel,
+                            reduce_range=True, activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
         model = _reload(candidate, info)
         outputs = reference_outputs(model, [calibration])
         error = max(float(np.mean(np.abs(q - f))) for q, f in zip(outputs, float_outputs))
@@ -329,9 +331,9 @@ def _calibration_array(path: Path, model: ModelInfo, samples: int) -> tuple[np.n
         data = np.load(path)
         key = None
         if suffix == ".npz":
-            key = next((k for k in _CALIBRATION_KEYS if k in data), None)
+            key = next((k for k in CALIBRATION_KEYS if k in data), None)
             if key is None:
-                raise BadInput(f"{path}: has none of the arrays {', '.join(_CALIBRATION_KEYS)} to calibrate with.")
+                raise BadInput(f"{path}: has none of the arrays {', '.join(CALIBRATION_KEYS)} to calibrate with.")
             data = data[key]
     except (OSError, ValueError, EOFError) as err:
         raise BadInput(f"{path}: not a readable {suffix} file ({reason(err)}).") from None

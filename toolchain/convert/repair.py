@@ -17,9 +17,10 @@ from importlib import metadata
 from pathlib import Path
 from typing import Callable
 
+from ..atomic import atomic_file
 from ..model import ModelInfo
 from ..errors import reason
-from . import ONNX_OPSET, _reload, _write_atomically
+from . import ONNX_OPSET, _reload
 
 # The oldest opset whose op forms TVM's ONNX frontend reads; older models are upgraded to ONNX_OPSET.
 MIN_ONNX_OPSET = 13
@@ -60,7 +61,8 @@ def repair(model: ModelInfo, out_dir: Path, progress: Callable[[str], None]) -> 
         return model, []
     progress(f"repaired {model.path.name}: {'; '.join(repairs)}")
     target = Path(out_dir) / f"{model.stem}.repaired.onnx"
-    _write_atomically(target, lambda temporary: onnx.save(proto, str(temporary)))
+    with atomic_file(target) as temporary:
+        onnx.save(proto, str(temporary))
     return _reload(target, model), repairs
 
 

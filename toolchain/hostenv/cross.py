@@ -1,10 +1,10 @@
 """Find, version and drive the compilers a target needs (argv lists, never a shell string)."""
 
 import shutil
-import subprocess
 from pathlib import Path
 
-from ..errors import BuildError, MissingTool
+from .. import proc
+from ..errors import MissingTool
 from ..target.profile import Target
 
 # Debian packages that hold a tool, when it is not named after the tool itself.
@@ -29,22 +29,6 @@ def find_tool(target: Target, tool: str) -> Path:
     return Path(found)
 
 
-def tool_version(path: Path | str) -> str:
-    """The first line of `path --version`, e.g. "aarch64-linux-gnu-g++ (Debian 12.2.0-14) 12.2.0"."""
-    result = subprocess.run([str(path), "--version"], capture_output=True, text=True, check=False)
-    lines = (result.stdout or result.stderr).splitlines()
-    return lines[0].strip() if lines else "unknown"
-
-
-def run_tool(argv: list[str | Path], cwd: Path) -> subprocess.CompletedProcess:
-    """Run a tool in `cwd`; on failure raise BuildError quoting the end of its stderr."""
-    command = [str(arg) for arg in argv]
-    tool = Path(command[0]).name
-    try:
-        result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, check=False)
-    except FileNotFoundError:
-        raise MissingTool(tool, "run ./bootstrap.sh.") from None
-    if result.returncode != 0:
-        tail = "\n".join((result.stderr or result.stdout).strip().splitlines()[-_STDERR_TAIL_LINES:])
-        raise BuildError(f"{tool} failed with exit status {result.returncode}:\n{tail}")
-    return result
+def run_tool(argv: list[str | Path], cwd: Path) -> proc.CompletedProcess:
+    """Run a compiler or binutil in `cwd` (proc.run); on failure BuildError quoting the end of its stderr."""
+    return proc.run(argv, cwd=cwd, install_hint="run ./bootstrap.sh.", tail_lines=_STDERR_TAIL_LINES)

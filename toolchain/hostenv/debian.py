@@ -3,10 +3,9 @@ Debian source packages, without touching this machine's apt state and without ro
 
 import os
 import pwd
-import subprocess
 from pathlib import Path
 
-from ..errors import BuildError
+from .. import proc
 
 RELEASE = "bookworm"  # Debian 12, which Raspberry Pi OS is built on
 KEYRING = "/usr/share/keyrings/debian-archive-keyring.gpg"
@@ -38,12 +37,5 @@ class AptConfig:
 
     def run(self, tool: str, command: str, *args: str, cwd: Path | None = None) -> str:
         """stdout of `tool command args...` ("apt-get", "update"); BuildError quoting stderr on failure."""
-        return run([tool, "-q", *self.options, command, *args], f"{tool} {command}", cwd)
-
-
-def run(argv: list[str], what: str, cwd: Path | None = None) -> str:
-    result = subprocess.run(argv, cwd=cwd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = " | ".join((result.stderr or result.stdout).strip().splitlines()[-4:])
-        raise BuildError(f"{what} exited with status {result.returncode}: {tail}")
-    return result.stdout
+        return proc.run([tool, "-q", *self.options, command, *args], what=f"{tool} {command}", cwd=cwd,
+                        tail_lines=4).stdout

@@ -13,12 +13,13 @@ qemu-arm (32-bit ARM) alike.
 
 import re
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Callable
 
-from .debian import AptConfig, run
+from .. import proc
+from ..atomic import atomic_file
+from .debian import AptConfig
 from ..errors import BuildError, MissingTool
 from ..paths import cache_dir
 
@@ -32,10 +33,9 @@ _QEMU_PACKAGE = "qemu-user"  # the binary package whose emulators load the plugi
 
 def qemu_version() -> str:
     """The installed qemu-user's source version, e.g. "1:7.2+dfsg-7+deb12u18"."""
-    if shutil.which("dpkg-query") is None:
-        raise MissingTool("dpkg-query", "the counting plugin is built for Debian's qemu-user; run this on Debian 12.")
-    result = subprocess.run(["dpkg-query", "-W", "-f=${source:Version}", _QEMU_PACKAGE], capture_output=True,
-                            text=True, check=False)
+    dpkg_query = proc.require("dpkg-query", "the counting plugin is built for Debian's qemu-user; run this on "
+                              "Debian 12.")
+    result = proc.run([dpkg_query, "-W", "-f=${source:Version}", _QEMU_PACKAGE], check=False)
     if result.returncode != 0 or not result.stdout:
         raise MissingTool(_QEMU_PACKAGE, "install it with: apt-get install qemu-user, or run ./bootstrap.sh.")
     return result.stdout.strip()
@@ -56,25 +56,21 @@ def build(progress: Progress = lambda _: None) -> Path:
     header = folder / _HEADER
     if not header.is_file():
         _fetch_header(header, progress)
-    from ..codegen import render
+    from ..codegen import render_text
 
     api_version = re.search(r"#define QEMU_PLUGIN_VERSION (\d+)", header.read_text()).group(1)
     source, plugin = folder / _SOURCE, folder / PLUGIN
-    rendered = folder / f".{_SOURCE}.new"
-    render("qemu_insn_count.c.j2", rendered, api_version=api_version)
-    if plugin.is_file() and source.is_file() and source.read_text() == rendered.read_text():
-        rendered.unlink()
+    rendered = render_text("qemu_insn_count.c.j2", api_version=api_version)
+    if plugin.is_file() and source.is_file() and source.read_text() == rendered:
         progress(f"the instruction-counting qemu plugin is present in {plugin}")
         return plugin
-    rendered.replace(source)
-    gcc = shutil.which("gcc")
-    if gcc is None:
-        raise MissingTool("gcc", "install it with: apt-get install gcc, or run ./bootstrap.sh.")
+    gcc = proc.require("gcc", "install it with: apt-get install gcc, or run ./bootstrap.sh.")
     progress(f"compiling {PLUGIN} against the qemu {_upstream(qemu_version())} plugin API (version {api_version})")
-    partial = folder / f".{PLUGIN}.partial"
-    run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", f"-I{folder}", "-o", str(partial), str(source)],
-        f"gcc {_SOURCE}")
-    partial.replace(plugin)
+    # The source takes its place after the plugin and only when it compiled: a failed build is tried again.
+    with atomic_file(source) as new_source, atomic_file(plugin) as partial:
+        new_source.write_text(rendered)
+        proc.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", f"-I{folder}", "-o", partial, new_source],
+                 what=f"gcc {_SOURCE}", tail_lines=4)
     return plugin
 
 
@@ -96,7 +92,8 @@ def _fetch_header(header: Path, progress: Progress) -> None:
             found = tarballs[0].name if tarballs else "no upstream tarball"
             raise BuildError(f"Debian's qemu source package ({found}) is not qemu-user's upstream version {upstream}; "
                              "upgrade qemu-user (apt-get install --only-upgrade qemu-user) and try again.")
-        run(["tar", "-xf", str(tarballs[0]), "-C", work, "--wildcards", "--no-anchored", f"include/qemu/{_HEADER}"],
-            f"tar -x {_HEADER}")
+        proc.run(["tar", "-xf", tarballs[0], "-C", work, "--wildcards", "--no-anchored", f"include/qemu/{_HEADER}"],
+                 what=f"tar -x {_HEADER}", tail_lines=4)
         extracted = next(Path(work).glob(f"qemu-*/include/qemu/{_HEADER}"))
-        shutil.copyfile(extracted, header)
+        with atomic_file(header) as partial:  # its presence means the fetch is done
+            shutil.copyfile(extracted, partial)

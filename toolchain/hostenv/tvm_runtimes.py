@@ -11,14 +11,15 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
-import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
 from typing import Callable
 
-from ..errors import BadInput, BuildError, MissingTool
+from .. import proc
+from ..atomic import atomic_file
+from ..errors import BadInput, MissingTool
 from ..paths import cache_dir
 
 # Distribution -> the runtime library inside its wheel (same path in the installed package).
@@ -120,10 +121,7 @@ def _pip_download(requirement: str, platform_tag: str, dest: Path) -> None:
         "--platform", platform_tag, "--python-version", _WHEEL_PYTHON, "--implementation", "cp",
         "--dest", str(dest), requirement,
     ]  # fmt: skip
-    result = subprocess.run(argv, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join(result.stderr.strip().splitlines()[-5:])
-        raise BuildError(f"pip could not download the {platform_tag} wheel of {requirement}:\n{tail}")
+    proc.run(argv, what=f"pip download of the {platform_tag} wheel of {requirement}", tail_lines=5)
 
 
 def _find_wheel(download_dir: Path, dist: str) -> Path:
@@ -133,12 +131,11 @@ def _find_wheel(download_dir: Path, dist: str) -> Path:
 
 
 def _extract_member(wheel: Path, member: str, dest: Path) -> None:
-    partial = dest.with_name(dest.name + ".partial")
-    with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, open(partial, "wb") as out:
-        while chunk := source.read(1 << 20):
-            out.write(chunk)
-    partial.chmod(0o755)
-    partial.replace(dest)  # a reader never sees half a library
+    with atomic_file(dest) as partial:  # a reader never sees half a library
+        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, open(partial, "wb") as out:
+            while chunk := source.read(1 << 20):
+                out.write(chunk)
+        partial.chmod(0o755)
 
 
 def tvm_ffi_include_dirs() -> list[Path]:

@@ -20,7 +20,6 @@ import importlib.metadata
 import json
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +27,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from .debian import KEYRING, RELEASE, AptConfig, run
+from .. import proc
+from ..atomic import staged_dir
+from .debian import KEYRING, RELEASE, AptConfig
 from ..errors import BadInput, BuildError, MissingTool
 from ..paths import cache_dir
 from ..target.profile import Target
@@ -145,7 +146,8 @@ def build(arch: str, progress: Progress = lambda _: None) -> Userland:
 
 def _assemble(arch: str, spec: Arch, root: Path, progress: Progress) -> tuple[Path, list[str]]:
     """Download, unpack and install into a staging folder; move it to root/rootfs when complete."""
-    with tempfile.TemporaryDirectory(prefix=".build-", dir=root) as work:
+    final = root / "rootfs"
+    with tempfile.TemporaryDirectory(prefix=".build-", dir=root) as work, staged_dir(final) as rootfs:
         apt = AptConfig(Path(work) / "apt", spec.debian)
         progress(f"fetching the {RELEASE} {spec.debian} package lists")
         apt.run("apt-get", "update")
@@ -154,20 +156,15 @@ def _assemble(arch: str, spec: Arch, root: Path, progress: Progress) -> tuple[Pa
         debs.mkdir()
         progress(f"downloading {len(packages)} {spec.debian} packages ({', '.join(ROOT_PACKAGES)} and dependencies)")
         apt.run("apt-get", "download", *packages, cwd=debs)
-        rootfs = Path(work) / "rootfs"
-        progress(f"unpacking them with dpkg -x into {rootfs.name}/")
+        progress(f"unpacking them with dpkg -x into {final.name}/ (staged beside it)")
         for deb in sorted(debs.glob("*.deb")):
-            run(["dpkg", "-x", str(deb), str(rootfs)], f"dpkg -x {deb.name}")
+            proc.run(["dpkg", "-x", deb, rootfs], what=f"dpkg -x {deb.name}", tail_lines=4)
         (rootfs / "usr/bin/python3").symlink_to("python3.11")  # python3-minimal's link, without its scripts
         versions = wheel_versions()
         progress(f"installing the {arch} wheels of {', '.join(f'{d}=={v}' for d, v in versions.items())}")
         _pip_install(rootfs / SITE_PACKAGES, spec.wheel_platforms, versions)
         progress("compiling the Python files to bytecode")
         _compile_bytecode(rootfs)
-        final = root / "rootfs"
-        if final.exists():
-            shutil.rmtree(final)
-        rootfs.rename(final)
     return final, packages
 
 
@@ -192,9 +189,8 @@ def board_root(target: Target, progress: Progress = lambda _: None) -> Path:
             link.unlink()
     from ..codegen import render
 
-    partial = view / "proc" / f".cpuinfo.{os.getpid()}"
-    render("cpuinfo.j2", partial, **target.emulator["cpuinfo"])
-    os.replace(partial, view / "proc" / "cpuinfo")  # concurrent runs never read half a file
+    # render() writes atomically: concurrent runs never read half a file
+    render("cpuinfo.j2", view / "proc" / "cpuinfo", **target.emulator["cpuinfo"])
     return view
 
 
@@ -237,7 +233,7 @@ def _pip_install(site: Path, platforms: tuple[str, ...], versions: dict[str, str
             "--target", str(site), "--only-binary=:all:", "--python-version", "3.11", "--implementation", "cp"]
     for platform_tag in platforms:
         argv += ["--platform", platform_tag]
-    run(argv + [f"{dist}=={version}" for dist, version in versions.items()], "pip install")
+    proc.run(argv + [f"{dist}=={version}" for dist, version in versions.items()], what="pip install", tail_lines=4)
 
 
 def _compile_bytecode(rootfs: Path) -> None:
@@ -249,8 +245,7 @@ def _compile_bytecode(rootfs: Path) -> None:
     folders = [str(rootfs / "usr/lib/python3.11"), str(rootfs / SITE_PACKAGES)]
     # The exit status is 1 whenever some file does not compile (lib2to3's Python 2 test data):
     # those are never imported, so it is not checked.
-    subprocess.run([sys.executable, "-m", "compileall", "-q", "-q", "-j", "0", *folders], capture_output=True,
-                   check=False)
+    proc.run([sys.executable, "-m", "compileall", "-q", "-q", "-j", "0", *folders], check=False)
 
 
 def _tree_bytes(root: Path) -> int:

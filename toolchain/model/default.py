@@ -4,11 +4,9 @@ Built once into the user's cache and reused; a cache hit checks files only and i
 """
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
+from ..atomic import staged_dir
 from ..paths import DEFAULT_MODEL_STEM, cache_dir
 
 VERSION = "digits-cnn-v1"  # bump when the data, the architecture or the training changes
@@ -29,22 +27,15 @@ def default_model() -> tuple[Path, Path]:
 
 
 def _build(folder: Path) -> None:
-    """Train into a temporary sibling folder, then rename it into place: a killed build leaves nothing half-written."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
-    staging.chmod(0o755)  # mkdtemp makes it private; the cache is an ordinary folder
+    """Train into a temporary sibling folder that then replaces `folder` (incomplete when it exists: files
+    deleted by hand): a killed build leaves nothing half-written."""
     try:
-        _train(staging)
-        if folder.exists():  # incomplete (files deleted by hand): replace it
-            shutil.rmtree(folder)
-        try:
-            os.rename(staging, folder)
-        except OSError:
-            # Another process finished the same build first; its folder is as good as ours.
-            if not (folder / METRICS_NAME).is_file():
-                raise
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+        with staged_dir(folder) as staging:
+            _train(staging)
+    except OSError:
+        # Another process finished the same build first; its folder is as good as ours.
+        if not (folder / METRICS_NAME).is_file():
+            raise
 
 
 def _train(folder: Path) -> None:

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
+from ..model.data import class_indices, eval_split
 from ..model.info import ModelInfo
 from .validate import make_inputs
 
@@ -24,8 +25,8 @@ def labelled_split(dataset: Path) -> str | None:
         data = np.load(dataset)
     except (OSError, ValueError):
         return None
-    x_key = next((k for k in ("x_test", "x") if k in data), None)
-    return x_key if x_key and f"y{x_key[1:]}" in data else None
+    split = eval_split(data)
+    return split[0] if split and split[1] in data else None
 
 
 def top1_accuracy(model: ModelInfo, dataset: Path) -> tuple[float, int]:
@@ -38,12 +39,6 @@ def top1_accuracy(model: ModelInfo, dataset: Path) -> tuple[float, int]:
     scores = reference_outputs(model, inputs.tensors)[0]
     samples = len(scores)
     return float(np.mean(scores.reshape(samples, -1).argmax(axis=1) == class_indices(inputs.labels))), samples
-
-
-def class_indices(labels: np.ndarray) -> np.ndarray:
-    """Class indices from labels given as indices ([N] or [N, 1]) or as one-hot rows ([N, classes])."""
-    rows = labels.reshape(len(labels), -1)
-    return rows.argmax(axis=1) if rows.shape[1] > 1 else rows[:, 0]
 
 
 def accuracy_change(float_model: ModelInfo, quantized: ModelInfo, eval_data: Path | None, dataset: Path | None,

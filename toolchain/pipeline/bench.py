@@ -1,44 +1,117 @@
-"""Latency statistics from the per-inference timings a bundle reports."""
+"""Timing built bundles: `invoke bench` (one backend, here, on a board over SSH or a TVM RPC farm) and
+`invoke bench --backend all` (every backend of the target side by side, runs interleaved in rounds)."""
 
-import numpy as np
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 
-DEFAULT_RUNS = 100
-DEFAULT_WARMUP = 10
-COMPARE_ROUNDS = 5  # `bench --backend all` interleaves the backends' runs in this many rounds
-BUILD_RUNS = 20  # the quick figure every build records; `invoke bench` replaces it
-BUILD_WARMUP = 3
-
-
-def latency_ms(timings_ns: list[int]) -> dict | None:
-    if not timings_ns:
-        return None
-    ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
-    return {
-        "median": float(np.median(ms)),
-        "p90": float(np.percentile(ms, 90)),
-        "min": float(ms.min()),
-        "max": float(ms.max()),
-    }
+from .. import runners
+from ..bundle import BUNDLE, entry_of, read_manifest
+from ..errors import BadInput, BuildError, EdgeyardError
+from ..model.info import ModelInfo, TensorInfo
+from ..options import BuildOptions
+from ..target.profile import Target
+from . import report, stats, validate
+from .build import NO_RUNNER, BuildResult, Progress, build, quiet, target_of
 
 
-def timing_note(runner) -> str | None:
-    """What a runner's latency figures are, when they are not times measured on the device."""
-    if runner is None:
-        return None
-    default = "wall time under emulation, not device time" if runner.emulated else None
-    return getattr(runner, "timing_note", default)
+def _probe_inputs(manifest: dict, bundle_dir: Path) -> list:
+    """One seeded random sample for timing, shaped from the bundle's own manifest (no model loading)."""
+    specs = [TensorInfo(t["name"], tuple(t["shape"]), t["dtype"]) for t in manifest["inputs"]]
+    probe = ModelInfo(path=bundle_dir, format=manifest["backend"], sha256="", inputs=specs, outputs=[])
+    return validate.make_inputs(probe, samples=1).tensors
 
 
-def bench_section(runner, timings_ns: list[int], warmup: int, threads: int,
-                  instructions_per_inference: int | None = None) -> dict:
-    """The report's `bench` section; `runner` is None when the bundle could not run."""
-    return {
-        "runner": runner.name if runner else None,
-        "emulated": bool(runner and runner.emulated),
-        "latency_ms": latency_ms(timings_ns),
-        "instructions_per_inference": instructions_per_inference,
-        "runs": len(timings_ns),
-        "warmup": warmup,
-        "threads": threads,
-        "note": timing_note(runner) if timings_ns else None,
-    }
+@dataclass
+class _Timed:
+    """A built bundle ready to be timed, and the timings gathered so far."""
+
+    built: BuildResult
+    runner: object
+    manifest: dict
+    inputs: list
+    timings_ns: list = field(default_factory=list)
+    instructions: int | None = None
+
+    @classmethod
+    def prepare(cls, built: BuildResult, target: Target, connection: runners.Connection | None = None) -> "_Timed":
+        bundle_dir = built.out_dir / BUNDLE
+        manifest = read_manifest(bundle_dir)
+        runner, why = runners.select(target, entry_of(manifest), connection)
+        if runner is None:
+            why = why or manifest.get("not_run", NO_RUNNER)
+            raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: {why}.")
+        return cls(built, runner, manifest, _probe_inputs(manifest, bundle_dir))
+
+    def run(self, target: Target, warmup: int, runs: int, threads: int, count_instructions: bool) -> None:
+        result = runners.run_bundle(self.runner, target, self.built.out_dir / BUNDLE, self.manifest, self.inputs,
+                                    warmup, runs, threads, count_instructions=count_instructions)
+        self.timings_ns += result.timings_ns
+        self.instructions = result.instructions_per_inference if count_instructions else self.instructions
+
+    def record(self, warmup: int, threads: int) -> BuildResult:
+        section = stats.bench_section(self.runner, self.timings_ns, warmup, threads, self.instructions)
+        updated = {**self.built.report, "bench": section}
+        report.write(self.built.out_dir, updated)
+        return BuildResult(self.built.out_dir, updated, cached=self.built.cached)
+
+
+def _check_bench_options(runs: int, warmup: int) -> None:
+    if runs < 1 or warmup < 0:
+        raise BadInput(f"--runs must be at least 1 and --warmup at least 0 (got {runs} and {warmup}).")
+
+
+def run_bench(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup: int = stats.DEFAULT_WARMUP,
+              progress: Progress = quiet, connection: runners.Connection | None = None) -> BuildResult:
+    """Build if needed, then time `runs` inferences after `warmup` and update the folder's report.
+
+    With a connection the timed runs happen on that board (SSH) or device farm (TVM RPC) instead of
+    the target's own runner; the build and its validation still run here first."""
+    _check_bench_options(runs, warmup)
+    target = target_of(opts)
+    timed = _Timed.prepare(build(opts, progress), target, connection)
+    progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
+    timed.run(target, warmup, runs, opts.threads, count_instructions=True)
+    return timed.record(warmup, opts.threads)
+
+
+def compare_backends(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup: int = stats.DEFAULT_WARMUP,
+                     rounds: int = stats.COMPARE_ROUNDS, progress: Progress = quiet,
+                     connection: runners.Connection | None = None) -> dict:
+    """Build and time every backend of the target side by side.
+
+    Runs are interleaved in `rounds` (each backend in turn, every round), so a noisy machine slows
+    all backends alike. A backend that cannot build is a row with its reason, not a failure.
+    Writes comparison.json and comparison.md beside the backends' build folders; returns the comparison.
+    """
+    _check_bench_options(runs, warmup)
+    target = target_of(opts)
+    rows, timed = [], []
+    out_root = None
+    for name in target.backends:
+        backend_opts = replace(opts, backend=name, out=opts.out / name if opts.out else None)
+        try:
+            built = build(backend_opts, progress)
+            out_root = out_root or built.out_dir.parent
+            rows.append({"backend": name, "out_dir": str(built.out_dir), "error": None})
+            if built.report["validation"]["ran"]:
+                timed.append(_Timed.prepare(built, target, connection))
+        except EdgeyardError as err:
+            rows.append({"backend": name, "out_dir": None, "error": str(err)})
+    per_round = -(-runs // rounds)  # ceiling: at least `runs` in all
+    for round_index in range(rounds):
+        for item in timed:
+            progress(f"round {round_index + 1}/{rounds}: {per_round} runs of {item.manifest['backend']}")
+            item.run(target, warmup, per_round, opts.threads, count_instructions=round_index == 0)
+    results = {item.manifest["backend"]: item.record(warmup, opts.threads).report for item in timed}
+    for row in rows:
+        if row["out_dir"] is not None:
+            result = results.get(row["backend"]) or report.read(Path(row["out_dir"]))
+            row.update(validation=result["validation"], bench=result["bench"])
+    if out_root is None:
+        raise BuildError(f"no backend of {target.name} could build this model: "
+                         + "; ".join(f"{r['backend']}: {r['error']}" for r in rows))
+    model_path = next(r["model"]["path"] for r in results.values()) if results else str(opts.model)
+    comparison = {"target": target.name, "model": model_path, "rounds": rounds,
+                  "threads": opts.threads, "rows": rows, "out_dir": str(out_root)}
+    report.write_comparison(out_root, comparison)
+    return comparison

@@ -12,15 +12,16 @@ from pathlib import Path
 
 from .. import __version__
 from ..bundle import file_problem
-from ..paths import PROJECT_ROOT
+from ..paths import FIRMWARE_DIR, PACKAGE_DIR, TEMPLATES_DIR
 
 
 def _source_fingerprint() -> str:
+    """edgeyard's own code and assets: a change to any of them is a different build."""
     digest = hashlib.sha256()
-    for folder in ("toolchain", "templates", "firmware"):
-        for path in sorted((PROJECT_ROOT / folder).rglob("*")):
-            if path.is_file() and path.suffix not in (".pyc",):
-                digest.update(str(path.relative_to(PROJECT_ROOT)).encode())
+    for folder in (PACKAGE_DIR, TEMPLATES_DIR, FIRMWARE_DIR):
+        for path in sorted(folder.rglob("*")):
+            if path.is_file() and path.suffix != ".pyc" and "_assets" not in path.relative_to(folder).parts:
+                digest.update(f"{folder.name}/{path.relative_to(folder)}".encode())
                 digest.update(path.read_bytes())
     return digest.hexdigest()
 

@@ -16,7 +16,8 @@ from ..errors import short_reason
 from ..errors import BadInput, EdgeyardError
 from ..model import SUFFIX_FORMATS
 from ..target.profile import load_target
-from .validate import DEFAULT_SAMPLES
+from ..options import DEFAULT_SAMPLES
+from .validate import NOT_RUN
 
 DEFAULT_OUT = Path("build") / "coverage"
 REASON_CHARS = 90  # a matrix cell shortens each backend's reason to this; coverage.json keeps the whole message
@@ -89,7 +90,7 @@ def _cell(opts: BuildOptions, progress: Progress) -> dict:
     result = built.report
     validation = result["validation"]
     attempts = result.get("attempts") or [{"backend": result["backend"], "error": None}]
-    cell = {"status": "validated" if validation["passed"] else validation["status"], "backend": result["backend"],
+    cell = {"status": "validated" if validation["passed"] else NOT_RUN, "backend": result["backend"],
             "error": None, "attempts": attempts, "out_dir": str(built.out_dir), "cached": built.cached,
             "max_abs_error": validation["max_abs_error"], "top1_agreement": validation["top1_agreement"]}
     return {**cell, "text": _cell_text(cell, opts)}
@@ -109,8 +110,7 @@ def _cell_text(cell: dict, opts: BuildOptions) -> str:
     why = f" ({'; '.join(stopped)})" if stopped else ""
     if cell["status"] == "failed":
         return f"failed{why}"
-    head = "validated" if cell["status"] == "validated" else cell["status"].split(":")[0]  # "built, not run on target"
-    return f"{head}: {cell['backend']}{why}"
+    return f"{cell['status']}: {cell['backend']}{why}"
 
 
 def _shortened(message: str, backend: str, opts: BuildOptions) -> str:

@@ -9,16 +9,16 @@ and records its report in report.json under "synthesis".
 import contextlib
 import io
 import shutil
-import subprocess
 from dataclasses import replace
 from pathlib import Path
 
 from . import report
+from .. import proc
 from ..backends.hls4ml import PROJECT, SYNTHESIS_TOOL
 from ..bundle import BUNDLE
 from .build import BuildOptions, BuildResult, Progress, build, quiet, target_of
 from ..codegen import render
-from ..errors import BadInput, BuildError, MissingTool
+from ..errors import BadInput, BuildError
 
 SYNTHESIS_DIR = "synthesis"
 LOG = "synthesis.log"
@@ -30,24 +30,20 @@ def synthesize(opts: BuildOptions, logic_synthesis: bool = False, progress: Prog
     target = target_of(opts)  # with the build's --set and --precision
     if target.fpga is None:
         raise BadInput(f"target {target.name} has no [fpga] table, so there is nothing to synthesize.")
-    tool = shutil.which(SYNTHESIS_TOOL)
-    if tool is None:
-        raise MissingTool(SYNTHESIS_TOOL, "it comes with AMD Vitis 2024.1 or later (the free Vitis HLS licence "
-                          "covers C synthesis): install it from amd.com and source its settings64.sh; "
-                          "edgeyard cannot install vendor tools.")
+    tool = proc.require(SYNTHESIS_TOOL, "it comes with AMD Vitis 2024.1 or later (the free Vitis HLS licence "
+                        "covers C synthesis): install it from amd.com and source its settings64.sh; "
+                        "edgeyard cannot install vendor tools.")
     built = build(replace(opts, backend="hls4ml"), progress)
     work = built.out_dir / SYNTHESIS_DIR
     shutil.rmtree(work, ignore_errors=True)
     shutil.copytree(built.out_dir / BUNDLE / PROJECT, work)
     render("hls4ml_build_opt.tcl.j2", work / "build_opt.tcl", logic_synthesis=logic_synthesis)
     progress(f"synthesizing for {target.fpga['part']} with {SYNTHESIS_TOOL} (minutes to hours); log in {work / LOG}")
-    with open(work / LOG, "w") as log:
-        proc = subprocess.run([tool, "--tcl", "build_prj.tcl", "--mode", "hls"], cwd=work, stdout=log,
-                              stderr=subprocess.STDOUT)
-    if proc.returncode != 0:
-        raise BuildError(f"{SYNTHESIS_TOOL} failed with exit status {proc.returncode}; see {work / LOG}.")
+    proc.run([tool, "--tcl", "build_prj.tcl", "--mode", "hls"], cwd=work, what=SYNTHESIS_TOOL, log=work / LOG)
     section = {"label": LABEL, "tool": SYNTHESIS_TOOL, "folder": str(work), **_synthesis_report(work)}
-    updated = {**built.report, "synthesis": section}
+    summary = {"key": "synthesis", "summary": f"{LABEL}: {section['c_synthesis']}"}
+    sections = [s for s in built.report.get("sections", []) if s["key"] != "synthesis"]
+    updated = {**built.report, "synthesis": section, "sections": [*sections, summary]}
     report.write(built.out_dir, updated)
     return BuildResult(built.out_dir, updated, built.cached)
 

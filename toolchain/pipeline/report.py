@@ -1,4 +1,4 @@
-"""report.json (keys PINNED in DESIGN.md) and report.md in the build folder."""
+"""report.json (its keys are pinned: docs/reports.md) and report.md in the build folder, and the console summaries."""
 
 import json
 import os
@@ -72,21 +72,7 @@ def summary(report: dict) -> str:
         lines.append(f"instructions per inference: {b['instructions_per_inference']:,} (instructions, not cycles)")
     if report.get("quantization"):
         lines.append(quantization_summary(report["quantization"]))
-    if report.get("memory"):
-        lines.append(f"memory: flash {report['memory']['flash_bytes']:,} B, RAM {report['memory']['ram_bytes']:,} B")
-    if report.get("estimate"):
-        e = report["estimate"]
-        lines.append(f"{e['label']}: {e['npu_cycles']:,} NPU cycles, {e['inference_ms']:.3f} ms at {e['clock_mhz']} MHz, "
-                     f"SRAM {e['sram_bytes']:,} B, operators {e['operators']['npu']} on the NPU, "
-                     f"{e['operators']['cpu']} on the CPU")
-    if report.get("cuda"):
-        lines.append(f"GPU device code: {', '.join(report['cuda']['device_code'])} ({report['cuda']['toolkit']})")
-    if report.get("fpga"):
-        f = report["fpga"]
-        lines.append(f"FPGA {f['part']} at {f['clock_mhz']} MHz, {f['precision']}: C simulation built in "
-                     f"{f['csim_build_seconds']:.1f} s; resources and latency: {f['estimate']}")
-    if report.get("synthesis"):
-        lines.append(f"{report['synthesis']['label']}: {report['synthesis']['c_synthesis']}")
+    lines += [section["summary"] for section in report.get("sections", []) if section["summary"]]
     lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
     return "\n".join(lines)
 

@@ -13,6 +13,7 @@ import numpy as np
 
 from ..errors import BadInput
 from ..options import DEFAULT_SAMPLES
+from ..model.data import eval_split
 from ..model.info import ModelInfo, TensorInfo
 
 # Float tolerance: |artifact - reference| <= FLOAT_TOLERANCE[dtype] * max(1, max |reference|).
@@ -59,12 +60,13 @@ def make_inputs(model: ModelInfo, samples: int = DEFAULT_SAMPLES, dataset: Path 
         data = np.load(dataset)
     except (OSError, ValueError) as err:
         raise BadInput(f"{dataset}: not a readable .npz dataset ({err}).") from None
-    x_key = next((k for k in ("x_test", "x") if k in data), None)
-    if x_key is None:
+    split = eval_split(data)
+    if split is None:
         raise BadInput(f"{dataset}: has no 'x_test' or 'x' array.")
     if len(model.inputs) != 1:
         raise BadInput(f"{dataset}: a dataset file feeds single-input models, and this model has {len(model.inputs)}.")
     spec = model.inputs[0]
+    x_key, y_key = split
     x = data[x_key][:samples]
     try:
         x = x.reshape((x.shape[0], *spec.shape))
@@ -72,7 +74,6 @@ def make_inputs(model: ModelInfo, samples: int = DEFAULT_SAMPLES, dataset: Path 
         raise BadInput(f"{dataset}: samples of shape {list(data[x_key].shape[1:])} do not fit input "
                        f"'{spec.name}' of shape {list(spec.shape)}.") from None
     x = _quantize(x, spec) if spec.is_quantized and x.dtype.kind == "f" else x.astype(spec.dtype)
-    y_key = "y_test" if x_key == "x_test" else "y"
     labels = data[y_key][: x.shape[0]] if y_key in data else None
     return Inputs([x], labels, f"dataset {dataset.name} ({x_key})")
 
@@ -122,9 +123,12 @@ def compare(outputs: list[np.ndarray], reference: list[np.ndarray], specs: list[
     return result
 
 
+NOT_RUN = "built, not run on target"
+
+
 def not_run(reason: str, samples: int) -> dict:
     """The validation section for a bundle that could not run where the target would run it."""
-    return {"passed": False, "ran": False, "status": f"built, not run on target: {reason}", "max_abs_error": None,
+    return {"passed": False, "ran": False, "status": f"{NOT_RUN}: {reason}", "not_run_reason": reason, "max_abs_error": None,
             "top1_agreement": None, "samples": samples, "outputs": []}
 
 

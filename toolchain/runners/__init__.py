@@ -1,14 +1,21 @@
 """Runner registry: each module in this package registers one runner on import."""
 
 from ..registry import Registry
-from .base import Connection, Runner, RunResult, run_bundle
+from .base import Connection, Runner, RunnerCaps, RunRequest, RunResult, check_caps, run_bundle
 
 RUNNERS: Registry[Runner] = Registry("runner", __name__)
-register = RUNNERS.register
+
+
+def register(runner: Runner) -> Runner:
+    """Add a runner once its caps are checked against what it implements."""
+    return RUNNERS.register(check_caps(runner))
+
+
 names = RUNNERS.names
 get = RUNNERS.get
 
-__all__ = ["RUNNERS", "Connection", "Runner", "RunResult", "run_bundle", "register", "names", "get", "select"]
+__all__ = ["RUNNERS", "Connection", "Runner", "RunnerCaps", "RunRequest", "RunResult", "run_bundle", "register",
+           "names", "get", "select"]
 
 
 def select(target, entry, connection: Connection | None = None) -> tuple[Runner | None, str]:

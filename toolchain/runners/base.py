@@ -10,7 +10,6 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
@@ -46,25 +45,86 @@ class RunResult:
     instructions_per_inference: int | None = None  # from runners that count instructions exactly
 
 
-class Runner(Protocol):
+@dataclass(frozen=True)
+class RunnerCaps:
+    """What a runner can do, declared once (like west's RunnerCaps; a misspelled field is a TypeError)."""
+
+    remote: bool = False  # reaches a board through a Connection: connect() and execute(), not command()
+    counts_instructions: bool = False  # count_instructions(): instructions per inference, the same run after run
+    emulated: bool = False  # its wall time comes from an emulator, not the device
+    timing_note: str | None = None  # what its latency figures are, when not time measured on the device
+
+    @property
+    def latency_note(self) -> str | None:
+        return self.timing_note or ("wall time under emulation, not device time" if self.emulated else None)
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """One run of the bundle protocol: IN_DIR holds the inputs, OUT_DIR receives the outputs and timings."""
+
+    target: Target
+    bundle_dir: Path
+    manifest: dict
+    in_dir: Path
+    out_dir: Path
+    samples: int
+    warmup: int
+    repeat: int
+    threads: int
+    timeout_s: float
+
+
+class Runner:
+    """Base of every runner. A subclass sets `name` and `caps` and implements what its caps promise:
+    command() for local runners, connect() and execute() for remote ones, count_instructions() when it
+    counts. register() checks the promise (runners.check_caps), so a capability cannot be half-declared."""
+
     name: str
-    emulated: bool
+    caps: RunnerCaps
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         """None when this runner can run the entry for target; otherwise why not, in a few words."""
+        raise NotImplementedError
 
     def command(self, target: Target, entry: Entry, threads: int) -> tuple[list[str], dict[str, str]]:
-        """The argv prefix (before the protocol arguments) and extra environment to run the entry."""
+        """Local runners: the argv prefix (before the protocol arguments) and extra environment for the entry."""
+        raise NotImplementedError
 
-    # Optional, for runners that count instructions exactly (emulators with a counting plugin):
-    # def count_instructions(self, target, bundle_dir, manifest, in_dir, threads) -> int
-    #     instructions per inference of sample 0, the same figure run after run.
-    #
-    # Optional, for runners that reach a board (ssh, tvm-rpc):
-    # def connect(self, connection: Connection) -> Runner
-    #     this runner bound to a board; runners.select calls it when given a connection.
-    # def execute(self, target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s)
-    #     run the protocol there: read IN_DIR here, leave OUT_DIR's files here (instead of command()).
+    def connect(self, connection: Connection) -> "Runner":
+        """Remote runners: this runner bound to a board."""
+        raise NotImplementedError
+
+    def execute(self, request: RunRequest) -> None:
+        """Remote runners: run the protocol on the board, reading IN_DIR here and leaving OUT_DIR's files here."""
+        raise NotImplementedError
+
+    def count_instructions(self, request: RunRequest) -> int:
+        """Counting runners: instructions per inference of sample 0, the same figure run after run."""
+        raise NotImplementedError
+
+
+def _implements(runner: Runner, method: str) -> bool:
+    """Whether the runner's class (or a parent below Runner) defines `method`."""
+    for klass in type(runner).__mro__:
+        if klass is Runner:
+            return False
+        if method in klass.__dict__:
+            return True
+    return False
+
+
+def check_caps(runner: Runner) -> Runner:
+    """The runner implements exactly what its caps declare (TypeError otherwise: a bug, found at import)."""
+    if not isinstance(runner.caps, RunnerCaps):
+        raise TypeError(f"runner {runner.name}: caps must be a RunnerCaps, not {type(runner.caps).__name__}")
+    promised = {"connect", "execute"} if runner.caps.remote else {"command"}
+    promised |= {"count_instructions"} if runner.caps.counts_instructions else set()
+    implemented = {m for m in ("command", "connect", "execute", "count_instructions") if _implements(runner, m)}
+    if promised != implemented:
+        raise TypeError(f"runner {runner.name}: its caps promise {sorted(promised)} "
+                        f"but it implements {sorted(implemented)}")
+    return runner
 
 
 def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, inputs: list[np.ndarray],
@@ -79,11 +139,11 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         out_dir.mkdir()
         for i, (spec, batch) in enumerate(zip(manifest["inputs"], inputs)):
             np.ascontiguousarray(batch, dtype=spec["dtype"]).tofile(in_dir / f"input{i}.bin")
-        if hasattr(runner, "execute"):
-            runner.execute(target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s)
+        request = RunRequest(target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s)
+        if runner.caps.remote:
+            runner.execute(request)
         else:
-            _execute_here(runner, target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads,
-                          timeout_s)
+            _execute_here(runner, request)
         outputs = []
         for j, spec in enumerate(manifest["outputs"]):
             path = out_dir / f"output{j}.bin"
@@ -98,16 +158,17 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         if repeat > 0 and len(timings) != repeat:
             raise BuildError(f"the {manifest['backend']} bundle reported {len(timings)} timings, expected {repeat}.")
         instructions = None
-        if count_instructions and hasattr(runner, "count_instructions"):
-            instructions = runner.count_instructions(target, bundle_dir, manifest, in_dir, threads)
-    return RunResult(outputs, timings, runner.emulated, instructions)
+        if count_instructions and runner.caps.counts_instructions:
+            instructions = runner.count_instructions(request)
+    return RunResult(outputs, timings, runner.caps.emulated, instructions)
 
 
-def _execute_here(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, out_dir: Path,
-                  samples: int, warmup: int, repeat: int, threads: int, timeout_s: float) -> None:
+def _execute_here(runner: Runner, request: RunRequest) -> None:
     """Run the entry on this machine (natively or under an emulator) with the runner's command."""
-    argv, env = runner.command(target, entry_of(manifest), threads)
-    argv = argv + [str(in_dir), str(out_dir), str(samples), str(warmup), str(repeat)]
+    manifest, bundle_dir, timeout_s = request.manifest, request.bundle_dir, request.timeout_s
+    argv, env = runner.command(request.target, entry_of(manifest), request.threads)
+    argv = argv + [str(request.in_dir), str(request.out_dir), str(request.samples), str(request.warmup),
+                   str(request.repeat)]
     try:
         proc = subprocess.run(argv, cwd=bundle_dir, env={**os.environ, **env}, capture_output=True, text=True,
                               timeout=timeout_s)

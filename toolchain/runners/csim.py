@@ -5,13 +5,13 @@ are labelled emulated: not the FPGA's latency, which only synthesis estimates.
 """
 
 from . import register
+from .base import RunnerCaps
 from .host import HostRunner
 
 
 class CsimRunner(HostRunner):
     name = "csim"
-    emulated = True
-    timing_note = "C simulation wall time on this machine's CPU, not the FPGA's latency"
+    caps = RunnerCaps(emulated=True, timing_note="C simulation wall time on this machine's CPU, not the FPGA's latency")
 
 
 register(CsimRunner())

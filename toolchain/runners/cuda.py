@@ -10,6 +10,7 @@ import ctypes
 from ..bundle import Entry
 from ..target.profile import Target
 from . import register
+from .base import RunnerCaps
 from .host import HostRunner
 
 _CUDA_SUCCESS = 0
@@ -24,7 +25,9 @@ def _compute_capability() -> tuple[int, int] | str:
         driver = ctypes.CDLL("libcuda.so.1")
     except OSError:
         return "this machine has no NVIDIA driver (libcuda.so.1), so no GPU to run on"
-    if not hasattr(driver, "cuInit"):  # edgeyard's build-time stand-in (toolchain/backends/tvm_cuda.py)
+    try:
+        driver.cuInit
+    except AttributeError:  # edgeyard's build-time stand-in (toolchain/backends/tvm/cuda.py) exports nothing
         return "this machine has no NVIDIA driver, so no GPU to run on"
     count, major, minor = ctypes.c_int(0), ctypes.c_int(0), ctypes.c_int(0)
     if driver.cuInit(0) != _CUDA_SUCCESS or driver.cuDeviceGetCount(ctypes.byref(count)) != _CUDA_SUCCESS \
@@ -38,7 +41,7 @@ def _compute_capability() -> tuple[int, int] | str:
 
 class CudaRunner(HostRunner):
     name = "cuda"
-    emulated = False
+    caps = RunnerCaps()
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         reason = super().unavailable_reason(target, entry)

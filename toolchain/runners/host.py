@@ -6,11 +6,12 @@ import sys
 from ..bundle import Entry
 from ..target.profile import Target
 from . import register
+from .base import Runner, RunnerCaps
 
 
-class HostRunner:
+class HostRunner(Runner):
     name = "host"
-    emulated = False
+    caps = RunnerCaps()
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if entry.arch not in ("any", platform.machine()):

@@ -11,21 +11,20 @@ timeout, and turns a hang, a fault or a failure status into one clear line on st
 """
 
 import argparse
-import ctypes
 import math
 import shutil
-import signal
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .. import proc
 from ..bundle import Entry
-from ..errors import BuildError, MissingTool
+from ..errors import BuildError, MissingTool, output_tail
 from ..target.profile import Target
 from . import register
+from .base import Runner, RunnerCaps, RunRequest
 
 # Exit status of the harness firmware after a fault (firmware/startup.c), and of this program when
 # the firmware did not finish in time (as coreutils' timeout says it).
@@ -35,14 +34,13 @@ USAGE_EXIT_STATUS = 2
 # Timed runs when counting instructions: the SysTick span of all of them is read once, so the
 # per-inference count is within (instructions per tick) / COUNT_REPEATS of the truth.
 COUNT_REPEATS = 4
-_PR_SET_PDEATHSIG = 1
 
 
-class QemuSystemRunner:
+class QemuSystemRunner(Runner):
     name = "qemu-system"
-    emulated = True
     # Under -icount the firmware's SysTick counts instructions; timings_ns converts them at the board's clock.
-    timing_note = "estimate: instructions at the board's clock, one per cycle; not measured time"
+    caps = RunnerCaps(counts_instructions=True, emulated=True,
+                      timing_note="estimate: instructions at the board's clock, one per cycle; not measured time")
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if entry.kind != "firmware":
@@ -59,8 +57,10 @@ class QemuSystemRunner:
         return [sys.executable, "-m", __name__, "--timeout-s", str(target.emulator["timeout_s"]),
                 "--", *emulator, *entry.argv], {}
 
-    def count_instructions(self, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, threads: int) -> int:
+    def count_instructions(self, request: RunRequest) -> int:
         """Instructions per inference of sample 0, from SysTick under -icount shift=0."""
+        target, bundle_dir, manifest, in_dir, threads = (request.target, request.bundle_dir, request.manifest,
+                                                         request.in_dir, request.threads)
         argv, env = self.command(target, Entry(**manifest["entry"]), threads)
         with tempfile.TemporaryDirectory(prefix="edgeyard-count-") as io_dir:
             first_in, out = Path(io_dir, "in"), Path(io_dir, "out")
@@ -69,18 +69,11 @@ class QemuSystemRunner:
             for i, spec in enumerate(manifest["inputs"]):
                 sample_bytes = math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize
                 (first_in / f"input{i}.bin").write_bytes((in_dir / f"input{i}.bin").read_bytes()[:sample_bytes])
-            proc = subprocess.run([*argv, str(first_in), str(out), "1", "0", str(COUNT_REPEATS)], cwd=bundle_dir,
-                                  capture_output=True, text=True)
-            if proc.returncode != 0:
-                raise BuildError(f"counting instructions on {self.name} failed: {_last_line(proc.stderr or proc.stdout)}")
+            proc.run([*argv, first_in, out, "1", "0", str(COUNT_REPEATS)], cwd=bundle_dir,
+                     what=f"counting instructions on {self.name}", tail_lines=1)
             ticks = sum(int(line) for line in (out / "ticks.txt").read_text().split())
         instructions_per_tick = 10**9 / target.emulator["systick_hz"]  # -icount shift=0: 1 instruction per ns
         return round(ticks * instructions_per_tick / COUNT_REPEATS)
-
-
-def _last_line(text: str) -> str:
-    lines = text.strip().splitlines()
-    return lines[-1] if lines else "no output"
 
 
 def _semihosting_argument(value: str) -> str:
@@ -88,11 +81,6 @@ def _semihosting_argument(value: str) -> str:
     if not value or " " in value:
         raise BuildError(f"the firmware's command line cannot carry '{value}': semihosting splits words at spaces.")
     return value.replace(",", ",,")  # qemu's option parser reads ",," as a comma
-
-
-def _die_with_parent() -> None:
-    """In qemu's process: be killed when this wrapper dies (e.g. killed on a caller's timeout)."""
-    ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -117,22 +105,23 @@ def main(argv: list[str] | None = None) -> int:
         "-chardev", "stdio,id=semihosting", "-semihosting-config", f"enable=on,target=native,chardev=semihosting,{words}",
         "-icount", "shift=0", "-kernel", image,
     ]  # fmt: skip
-    try:
-        proc = subprocess.run(qemu, capture_output=True, text=True, timeout=args.timeout_s, preexec_fn=_die_with_parent)
-    except subprocess.TimeoutExpired as expired:
-        sys.stdout.write(expired.stdout.decode(errors="replace") if expired.stdout else "")
+    try:  # qemu dies with this wrapper (e.g. killed on a caller's timeout)
+        result = proc.run(qemu, timeout_s=args.timeout_s, check=False, die_with_parent=True)
+    except proc.TimedOut as expired:
+        sys.stdout.write(expired.stdout or "")
         print(f"{image} did not finish within {args.timeout_s:g} s on {machine}: the firmware hangs, or the run is "
               f"too long for the target's emulator.timeout_s.", file=sys.stderr)
         return TIMEOUT_EXIT_STATUS
-    sys.stdout.write(proc.stdout)
-    sys.stderr.write(proc.stderr)
-    if proc.returncode == FAULT_EXIT_STATUS:
-        registers = ", ".join(" ".join(line.split()) for line in proc.stdout.splitlines() if line.startswith("  "))
-        print(f"{image} took a fault on {machine} ({registers or _last_line(proc.stdout)}).", file=sys.stderr)
-    elif proc.returncode != 0:
-        print(f"{image} failed on {machine} with exit status {proc.returncode}: "
-              f"{_last_line(proc.stderr or proc.stdout)}", file=sys.stderr)
-    return proc.returncode
+    sys.stdout.write(result.stdout)
+    sys.stderr.write(result.stderr)
+    if result.returncode == FAULT_EXIT_STATUS:
+        registers = ", ".join(" ".join(line.split()) for line in result.stdout.splitlines() if line.startswith("  "))
+        print(f"{image} took a fault on {machine} ({registers or output_tail(result.stdout, None, 1)}).",
+              file=sys.stderr)
+    elif result.returncode != 0:
+        print(f"{image} failed on {machine} with exit status {result.returncode}: "
+              f"{output_tail(result.stdout, result.stderr, 1)}", file=sys.stderr)
+    return result.returncode
 
 
 register(QemuSystemRunner())

@@ -15,17 +15,18 @@ hash seed the two counts, and so the figure, are the same run after run.
 
 import math
 import shutil
-import subprocess
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from .. import proc
 from ..hostenv import qemu_plugin, userland
 from ..bundle import Entry, entry_of
-from ..errors import BuildError, MissingTool
+from ..errors import MissingTool
 from ..target.profile import Target
 from . import register
+from .base import Runner, RunnerCaps, RunRequest
 
 # SAMPLES of the two counted runs.
 COUNT_SAMPLES = (1, 9)
@@ -56,9 +57,9 @@ def _with_root(emulator: list[str], root: Path) -> list[str]:
     return [*emulator[:at], str(root), *emulator[at + 1:]]
 
 
-class QemuUserRunner:
+class QemuUserRunner(Runner):
     name = "qemu-user"
-    emulated = True
+    caps = RunnerCaps(counts_instructions=True, emulated=True)
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if not target.emulator:
@@ -91,7 +92,8 @@ class QemuUserRunner:
         env_args = [arg for key, value in {**entry.env, **guest_env}.items() for arg in ("-E", f"{key}={value}")]
         return emulator + env_args + argv
 
-    def count_instructions(self, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, threads: int) -> int:
+    def count_instructions(self, request: RunRequest) -> int:
+        target, bundle_dir, manifest, in_dir = request.target, request.bundle_dir, request.manifest, request.in_dir
         """Instructions per inference of sample 0, counted on one thread whatever `threads` is."""
         plugin = qemu_plugin.build()
         emulator, *argv = self._command(target, entry_of(manifest), {**_guest_env(1), **_COUNT_ENV})
@@ -115,16 +117,8 @@ class QemuUserRunner:
         return round((counts[1] - counts[0]) / (COUNT_SAMPLES[1] - COUNT_SAMPLES[0]))
 
     def _run_counted(self, argv: list[str], bundle_dir: Path, manifest: dict) -> None:
-        try:
-            proc = subprocess.run(argv, cwd=bundle_dir, env={}, capture_output=True, text=True,
-                                  timeout=_COUNT_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            raise BuildError(f"counting the instructions of the {manifest['backend']} bundle did not finish within "
-                             f"{_COUNT_TIMEOUT_S} s.") from None
-        if proc.returncode != 0:
-            tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-3:])
-            raise BuildError(f"counting the instructions of the {manifest['backend']} bundle failed "
-                             f"(exit {proc.returncode}): {tail}")
+        proc.run(argv, cwd=bundle_dir, env={}, timeout_s=_COUNT_TIMEOUT_S,
+                 what=f"counting the instructions of the {manifest['backend']} bundle")
 
 
 register(QemuUserRunner())

@@ -14,12 +14,12 @@ from ..bundle import Entry
 from ..boards.ssh import SshLink, remote_path
 from ..target.profile import Target
 from . import register
-from .base import Connection
+from .base import Connection, Runner, RunnerCaps, RunRequest
 
 
-class SshRunner:
+class SshRunner(Runner):
     name = "ssh"
-    emulated = False
+    caps = RunnerCaps(remote=True)
 
     def __init__(self, link: SshLink | None = None):
         self.link = link
@@ -36,8 +36,10 @@ class SshRunner:
             return "it runs Linux programs only"
         return None
 
-    def execute(self, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, out_dir: Path, samples: int,
-                warmup: int, repeat: int, threads: int, timeout_s: float) -> None:
+    def execute(self, request: RunRequest) -> None:
+        bundle_dir, manifest, in_dir, out_dir = request.bundle_dir, request.manifest, request.in_dir, request.out_dir
+        samples, warmup, repeat, threads = request.samples, request.warmup, request.repeat, request.threads
+        timeout_s = request.timeout_s
         remote_dir = deploy.deploy_bundle(bundle_dir, self.link, deploy.default_remote_dir(bundle_dir.parent)).remote_dir
         work = remote_path(self.link.run(["mktemp", "-d"]).stdout.strip())
         try:

@@ -18,9 +18,9 @@ from ..bundle import Entry
 from ..errors import BadInput, BuildError, reason
 from ..target.profile import Target
 from . import register
-from .base import Connection
+from .base import Connection, Runner, RunnerCaps, RunRequest
 
-MODEL_LIBRARY = "model.so"  # what the tvm backend compiles (toolchain/backends/tvm.py)
+MODEL_LIBRARY = "model.so"  # what the tvm backend compiles (toolchain/backends/tvm/shared_runtime.py)
 _AFFINITY_BIG_CORES = 1  # runtime.config_threadpool's AffinityMode kBig
 _TRACKER_RETRIES = 2
 _CONNECT_TIMEOUT_S = 10
@@ -33,9 +33,9 @@ def _tracker_address(rpc: str) -> tuple[str, int]:
     return host, int(port)
 
 
-class TvmRpcRunner:
+class TvmRpcRunner(Runner):
     name = "tvm-rpc"
-    emulated = False
+    caps = RunnerCaps(remote=True)
 
     def __init__(self, tracker: tuple[str, int] | None = None, key: str | None = None):
         self.tracker = tracker
@@ -57,8 +57,10 @@ class TvmRpcRunner:
             return f"{target.name}'s bundle is one static executable with no TVM runtime to serve RPC"
         return None
 
-    def execute(self, target: Target, bundle_dir: Path, manifest: dict, in_dir: Path, out_dir: Path, samples: int,
-                warmup: int, repeat: int, threads: int, timeout_s: float) -> None:
+    def execute(self, request: RunRequest) -> None:
+        bundle_dir, manifest, in_dir, out_dir = request.bundle_dir, request.manifest, request.in_dir, request.out_dir
+        samples, warmup, repeat, threads = request.samples, request.warmup, request.repeat, request.threads
+        timeout_s = request.timeout_s
         if manifest["backend"] != "tvm":
             raise BadInput(f"the tvm-rpc runner runs TVM bundles only, not {manifest['backend']}; use --backend tvm.")
         from tvm import rpc

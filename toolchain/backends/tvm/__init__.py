@@ -12,24 +12,24 @@ arithmetic). This module registers the backend and imports a route only when it 
 import shutil
 from functools import lru_cache
 
-from ...hostenv import cross, tvm_runtimes
+from ... import proc
+from ...hostenv import tvm_runtimes
 from ...model.info import ModelInfo
 from ...target.profile import all_targets
 from .. import register
-from ..base import CompileRequest
+from ..base import BackendCaps, CompileRequest, CompileResult
 
 
 class TvmBackend:
     name = "tvm"
-    formats = ("tflite", "onnx")
-    description = "Apache TVM (Relax, default pipeline with fusion): model.so and a C++ runner on the TVM runtime"
+    caps = BackendCaps(formats=("tflite", "onnx"))
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         from .frontend import unsupported_ops
 
         return unsupported_ops(model)
 
-    def compile(self, request: CompileRequest) -> dict:
+    def compile(self, request: CompileRequest) -> CompileResult:
         target = request.target
         if target.tvm_runtime == "none":  # TVM's kernels behind a static C driver (static_driver.py)
             if target.os == "none":  # in harness firmware
@@ -59,7 +59,7 @@ def _compiler_versions() -> dict[str, str]:
         if "tvm" in target.backends:
             name = f"{target.cross_prefix}{'gcc' if target.tvm_runtime == 'none' else 'g++'}"
             path = shutil.which(name)
-            compilers[name] = cross.tool_version(path) if path else "not installed"
+            compilers[name] = proc.version(path) if path else "not installed"
     return compilers
 
 

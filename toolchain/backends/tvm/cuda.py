@@ -5,7 +5,7 @@ build time ($CUDA_PATH, else nvcc on PATH) compiles them into a fatbin holding S
 architecture plus its PTX (which newer GPUs compile at load), never CUDA source that would need a
 compiler on the board. The host side is cross-compiled like any tvm bundle.
 
-The bundle (a tvm bundle, toolchain/backends/tvm.py):
+The bundle (a tvm bundle, shared_runtime.py):
     model.so    host code and the fatbin; it links lib/libtvm_runtime_cuda.so, TVM's CUDA runtime
     runner      the C++ runner with its tensors on the GPU
     lib/        libtvm_runtime.so, libtvm_ffi.so and libtvm_runtime_cuda.so for the board's CPU
@@ -16,7 +16,7 @@ version TVM's wheel was built against.
 Building needs TVM's CUDA runtime loaded in this process, and that library links the driver's
 libcuda.so.1: on a machine without a GPU a stub driver (templates/libcuda_stub.c.j2) stands in.
 
-This module registers nothing: tvm.py dispatches here. tvm is imported inside functions.
+This module registers nothing: tvm/__init__.py dispatches here. tvm is imported inside functions.
 """
 
 import ctypes
@@ -25,17 +25,17 @@ import platform
 import re
 import shutil
 import struct
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from ... import bundle
+from ... import bundle, proc
+from ...atomic import atomic_file
 from ...hostenv import cross, tvm_runtimes
 from ...codegen import render
-from ...errors import BadInput, BuildError, MissingTool
+from ...errors import BadInput, BuildError, MissingTool, output_tail
 from ...paths import cache_dir
-from ..base import CompileRequest, Progress
+from ..base import CompileRequest, CompileResult, Progress, ReportSection
 from ...errors import reason
 from .frontend import imported_module
 from .shared_runtime import MODEL_LIBRARY, RUNNER, compile_runner
@@ -90,8 +90,8 @@ def find_toolkit() -> Toolkit:
             raise MissingTool("nvcc (the CUDA toolkit)", "install NVIDIA's CUDA toolkit "
                               "(https://developer.nvidia.com/cuda-downloads) and set CUDA_PATH or put nvcc on PATH.")
         nvcc = Path(found).resolve()
-    version = re.search(r"release [\d.]+, V([\d.]+)", cross.run_tool([nvcc, "--version"], cwd=Path.cwd()).stdout)
-    listed = cross.run_tool([nvcc, "--list-gpu-code"], cwd=Path.cwd()).stdout.split()
+    version = re.search(r"release [\d.]+, V([\d.]+)", proc.run([nvcc, "--version"]).stdout)
+    listed = proc.run([nvcc, "--list-gpu-code"]).stdout.split()
     return Toolkit(root=nvcc.parent.parent, nvcc=nvcc, version=version.group(1) if version else "unknown",
                    architectures=tuple(a for a in listed if a.startswith("sm_")))
 
@@ -158,7 +158,8 @@ def _driver_stub(progress: Progress) -> Path:
     if stub.is_file():
         return stub
     progress("building a stub libcuda.so.1 (this machine has no NVIDIA driver)")
-    undefined = cross.run_tool(["nm", "-D", "--undefined-only", "--format=posix", runtime], cwd=Path.cwd()).stdout
+    undefined = proc.run(["nm", "-D", "--undefined-only", "--format=posix", runtime],
+                         install_hint="run ./bootstrap.sh.").stdout
     # Driver API symbols are cuXxx; cudaXxx come from libcudart (versioned, "@libcudart").
     symbols = sorted({line.split()[0] for line in undefined.splitlines()
                       if line.startswith("cu") and not line.startswith("cuda") and "@" not in line.split()[0]}
@@ -166,10 +167,9 @@ def _driver_stub(progress: Progress) -> Path:
     stub.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeyard-cuda-stub-") as work:
         source = render("libcuda_stub.c.j2", Path(work) / "libcuda_stub.c", symbols=symbols)
-        partial = Path(work) / "libcuda.so.1"
-        cross.run_tool(["gcc", "-shared", "-fPIC", "-O2", "-Wl,-soname,libcuda.so.1", source, "-o", partial],
-                       cwd=Path(work))
-        os.replace(partial, stub)
+        with atomic_file(stub) as partial:  # beside the stub: a rename across file systems would fail
+            cross.run_tool(["gcc", "-shared", "-fPIC", "-O2", "-Wl,-soname,libcuda.so.1", source, "-o", partial],
+                           cwd=Path(work))
     return stub
 
 
@@ -209,10 +209,11 @@ class _NvccFatbin:
         with tempfile.TemporaryDirectory(prefix="edgeyard-nvcc-") as work:
             source, fatbin = Path(work) / "kernels.cu", Path(work) / "kernels.fatbin"
             source.write_text(code)
-            proc = subprocess.run([*self.argv, "-o", str(fatbin), str(source)], capture_output=True, text=True)
-            if proc.returncode != 0:
-                errors = [line for line in proc.stderr.splitlines() if "error" in line] or proc.stderr.splitlines()[-3:]
-                raise RuntimeError(f"nvcc failed: {' | '.join(errors[:3])}")
+            result = proc.run([*self.argv, "-o", fatbin, source], check=False)
+            if result.returncode != 0:
+                errors = [line for line in result.stderr.splitlines() if "error" in line]
+                detail = " | ".join(errors[:3]) or output_tail(result.stdout, result.stderr)
+                raise RuntimeError(f"nvcc failed: {detail}")
             return bytearray(fatbin.read_bytes())
 
     def __enter__(self):
@@ -229,7 +230,7 @@ class _NvccFatbin:
         tvm_ffi.register_global_func("tvm_callback_cuda_compile", self.previous, override=True)
 
 
-def compile_for_gpu(request: CompileRequest) -> dict:
+def compile_for_gpu(request: CompileRequest) -> CompileResult:
     model, target, bundle_dir = request.model, request.target, request.bundle_dir
     arch = target.tvm_target.get("arch")
     if not isinstance(arch, str) or "host" not in target.tvm_target:
@@ -281,12 +282,15 @@ def compile_for_gpu(request: CompileRequest) -> dict:
         "requires": f"an NVIDIA GPU of {arch} or newer, its driver (libcuda.so.1) and the CUDA runtime "
                     f"libcudart.so.{_cudart_major()}",
     }
-    return bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
-                                 extra={"tvm_target": target.tvm_target, "cuda": cuda})
+    manifest = bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
+                                     extra={"tvm_target": target.tvm_target, "cuda": cuda})
+    summary = f"GPU device code: {', '.join(cuda['device_code'])} ({cuda['toolkit']})"
+    return CompileResult(manifest, [ReportSection("cuda", cuda, summary)])
 
 
 def _cudart_major() -> str:
     """The libcudart major version TVM's CUDA runtime links (its DT_NEEDED entry)."""
-    needed = cross.run_tool(["readelf", "-d", _tvm_lib_dir() / CUDA_RUNTIME_LIBRARY], cwd=Path.cwd()).stdout
+    needed = proc.run(["readelf", "-d", _tvm_lib_dir() / CUDA_RUNTIME_LIBRARY],
+                      install_hint="run ./bootstrap.sh.").stdout
     match = re.search(r"\[libcudart\.so\.(\d+)\]", needed)
     return match.group(1) if match else "?"

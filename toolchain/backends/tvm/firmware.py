@@ -1,5 +1,5 @@
 """The tvm backend for microcontrollers (targets with os "none"): TVM kernels and a static C
-driver (tvm_static.py), and harness firmware for the board and for its emulator.
+driver (static_driver.py), and harness firmware for the board and for its emulator.
 
 The bundle:
     firmware.elf, firmware.bin  harness firmware linked for the board's memory map (`invoke flash`)
@@ -9,7 +9,7 @@ The bundle:
                                 harness, and the TVM headers they include
     manifest.json               with "memory" (flash and RAM from the board image) and "firmware"
 
-This module registers nothing: tvm.py dispatches here. tvm is imported inside functions.
+This module registers nothing: tvm/__init__.py dispatches here. tvm is imported inside functions.
 """
 
 import struct
@@ -21,12 +21,11 @@ from ... import bundle
 from ...hostenv import cross
 from ...errors import BuildError
 from ...model.info import ModelInfo
-from ...paths import PROJECT_ROOT
+from ...paths import FIRMWARE_DIR
 from ...target.profile import Target
-from ..base import CompileRequest
+from ..base import CompileRequest, CompileResult, memory_section
 from .static_driver import CFLAGS, StaticModel, compile_model_objects, generate_sources
 
-FIRMWARE_DIR = PROJECT_ROOT / "firmware"
 LINKER_SCRIPTS_DIR = FIRMWARE_DIR / "ld"
 FIRMWARE_SOURCES = ("startup.c", "semihosting.c", "cycles.c")
 BOARD_IMAGE = "firmware.elf"
@@ -36,7 +35,7 @@ LARGEST_SHOWN = 8  # consumers listed in the manifest; the error names the first
 NAMED_IN_ERROR = 4
 
 
-def compile_for_microcontroller(request: CompileRequest) -> dict:
+def compile_for_microcontroller(request: CompileRequest) -> CompileResult:
     # Absolute: the compiler and the linker run in a temporary folder.
     model, target, bundle_dir = request.model, request.target, request.bundle_dir.absolute()
     # Find the tools before the slow steps, so a missing one fails at once.
@@ -61,8 +60,9 @@ def compile_for_microcontroller(request: CompileRequest) -> dict:
     entry_image = images.get("emulator", BOARD_IMAGE)
     entry = bundle.Entry(kind="firmware", argv=[f"./{entry_image}"], arch=target.arch)
     firmware = {"images": images, "kernels": static_model.route, "model_identifier": static_model.name}
-    return bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
-                                 extra={"tvm_target": target.tvm_target, "memory": memory, "firmware": firmware})
+    manifest = bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
+                                     extra={"tvm_target": target.tvm_target, "memory": memory, "firmware": firmware})
+    return CompileResult(manifest, [memory_section(memory)])
 
 
 # ---------- compiling and linking ----------

@@ -19,7 +19,7 @@ from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
 from ...hostenv import cross, tvm_runtimes
 from ...model.info import TensorInfo
-from ..base import CompileRequest
+from ..base import CompileRequest, CompileResult
 from .frontend import DL_TYPES, imported_module
 
 MODEL_LIBRARY = "model.so"
@@ -75,7 +75,7 @@ def compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path, device
 
 
 
-def compile_shared(request: CompileRequest) -> dict:
+def compile_shared(request: CompileRequest) -> CompileResult:
     """model.so for the Relax VM and the C++ runner, with the board's TVM runtime libraries in lib/."""
     model, target, bundle_dir = request.model, request.target, request.bundle_dir
     # Find the tools before the slow steps, so a missing one fails at once.
@@ -102,6 +102,6 @@ def compile_shared(request: CompileRequest) -> dict:
     compile_runner(request, gxx, runtime_dir)
     entry = bundle.Entry(kind="native", argv=[f"./{RUNNER}"], arch=target.arch)
     bundle.write_run_script(bundle_dir, "tvm", target.name, entry)
-    return bundle.write_manifest(
+    return CompileResult(bundle.write_manifest(
         bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs, extra={"tvm_target": target.tvm_target}
-    )
+    ))

@@ -1,6 +1,6 @@
 """The tvm backend without a TVM runtime: TVM's kernels and a static C driver, shared by the
-microcontroller firmware (tvm_micro.py) and Linux boards whose target says tvm_runtime = "none"
-(tvm_static_linux.py).
+microcontroller firmware (firmware.py) and Linux boards whose target says tvm_runtime = "none"
+(static_linux.py).
 
 Relax's "zero" pipeline fuses the model into TIR kernels, built either as an LLVM object for the
 core (the target file's llvm tvm_target, the default: 1.6-2.6x fewer instructions on the MLPerf
@@ -144,7 +144,7 @@ def _model_identifier(stem: str) -> str:
 def int8_operands(ir_module):
     """Convolutions and dense layers on the int8 data and weights themselves.
 
-    The int8 import (tvm_tflite_import.py) computes them, and the window sums of average pools,
+    The int8 import (int8_import.py) computes them, and the window sums of average pools,
     on (x - zero point) in int32 with int32 weights: four times the flash of the int8 weights,
     and an int32 copy of each activation in RAM. The same sums come from the int8 operands:
     sum((x - z) w) = sum(x w) - z sum(w), with padding made explicit and filled with the zero
@@ -344,7 +344,7 @@ def _static_plan(main, model: ModelInfo, name: str, kernel_symbols: dict[str, st
                                          f"{value.op.name_hint} of {model.path.name}.")
                 plan.calls.append({"kernel": kernel, "tensors": arguments})
             else:
-                what = value.op.name if isinstance(value, relax.Call) and hasattr(value.op, "name") else type(value).__name__
+                what = value.op.name if isinstance(value, relax.Call) and isinstance(value.op, tvm.ir.Op) else type(value).__name__
                 raise BuildError(f"the static driver cannot express {what} in {model.path.name}'s lowered main.")
     for var, io_index in returned.items():  # outputs not written in place: copied after the last kernel
         plan.output_copies.append({"io_index": io_index, "tensor": tensor_of[var]})

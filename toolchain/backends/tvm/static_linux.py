@@ -1,5 +1,5 @@
 """The tvm backend for Linux boards with no TVM runtime (tvm_runtime = "none", e.g. rpi2): TVM's
-kernels and the static C driver (tvm_static.py) linked with a stdio harness into one executable.
+kernels and the static C driver (static_driver.py) linked with a stdio harness into one executable.
 
 The bundle:
     runner         templates/linux_harness.c.j2 + driver + kernels + weights: one executable that
@@ -10,7 +10,7 @@ The bundle:
 
 TVM's LLVM objects are position-independent (GOT-indirect data, PC-relative calls), so they link
 into gcc's default PIE executable as they are: no relocation-model option, no text relocations.
-This module registers nothing: tvm.py dispatches here. tvm is imported inside functions.
+This module registers nothing: tvm/__init__.py dispatches here. tvm is imported inside functions.
 """
 
 import tempfile
@@ -18,13 +18,13 @@ from pathlib import Path
 
 from ... import bundle
 from ...hostenv import cross
-from ..base import CompileRequest
+from ..base import CompileRequest, CompileResult, ReportSection
 from .static_driver import CFLAGS, compile_model_objects, generate_sources
 
 RUNNER = "runner"
 
 
-def compile_linux_executable(request: CompileRequest) -> dict:
+def compile_linux_executable(request: CompileRequest) -> CompileResult:
     # Absolute: the compiler and the linker run in a temporary folder.
     model, target, bundle_dir = request.model, request.target, request.bundle_dir.absolute()
     gcc = cross.find_tool(target, "gcc")  # before the slow steps, so a missing compiler fails at once
@@ -48,5 +48,6 @@ def compile_linux_executable(request: CompileRequest) -> dict:
         "model_identifier": static_model.name,
         **{key: context[key] for key in ("weights_bytes", "activations_bytes", "arena_bytes")},
     }
-    return bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
-                                 extra={"tvm_target": target.tvm_target, "static_driver": static_driver})
+    manifest = bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
+                                     extra={"tvm_target": target.tvm_target, "static_driver": static_driver})
+    return CompileResult(manifest, [ReportSection("static_driver", static_driver)])

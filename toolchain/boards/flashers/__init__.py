@@ -6,12 +6,12 @@ build's manifest before anything is written; a dry run returns the command lines
 """
 
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Protocol
 
+from ... import proc
 from ...bundle import BUNDLE, MANIFEST, file_problem, read_manifest
-from ...errors import BadInput, BuildError, MissingTool
+from ...errors import BadInput, MissingTool
 from ...registry import Registry
 from ...target.profile import Target, load_target
 
@@ -68,8 +68,5 @@ def flash(target_name: str, out_dir: Path, probe: str | None = None, dry_run: bo
     if dry_run:
         return commands
     for argv in commands:
-        result = subprocess.run(argv, capture_output=True, text=True)
-        if result.returncode != 0:
-            tail = (result.stderr or result.stdout).strip().splitlines()[-1:] or ["no output"]
-            raise BuildError(f"{flasher.program} failed with exit status {result.returncode}: {tail[0]}")
+        proc.run(argv, what=flasher.program, install_hint=flasher.install_hint, tail_lines=1)
     return commands

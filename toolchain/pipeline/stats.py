@@ -1,0 +1,36 @@
+"""Latency statistics from the per-inference timings a bundle reports."""
+
+import numpy as np
+
+DEFAULT_RUNS = 100
+DEFAULT_WARMUP = 10
+COMPARE_ROUNDS = 5  # `bench --backend all` interleaves the backends' runs in this many rounds
+BUILD_RUNS = 20  # the quick figure every build records; `invoke bench` replaces it
+BUILD_WARMUP = 3
+
+
+def latency_ms(timings_ns: list[int]) -> dict | None:
+    if not timings_ns:
+        return None
+    ms = np.asarray(timings_ns, dtype=np.float64) / 1e6
+    return {
+        "median": float(np.median(ms)),
+        "p90": float(np.percentile(ms, 90)),
+        "min": float(ms.min()),
+        "max": float(ms.max()),
+    }
+
+
+def bench_section(runner, timings_ns: list[int], warmup: int, threads: int,
+                  instructions_per_inference: int | None = None) -> dict:
+    """The report's `bench` section; `runner` is None when the bundle could not run."""
+    return {
+        "runner": runner.name if runner else None,
+        "emulated": bool(runner and runner.caps.emulated),
+        "latency_ms": latency_ms(timings_ns),
+        "instructions_per_inference": instructions_per_inference,
+        "runs": len(timings_ns),
+        "warmup": warmup,
+        "threads": threads,
+        "note": runner.caps.latency_note if runner and timings_ns else None,
+    }
