@@ -61,7 +61,7 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data)
-    result = _finish(lambda: run_build(opts(), console.Progress()), debug)
+    result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
     from toolchain.pipeline import report
 
     print(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
@@ -82,11 +82,11 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
                                eval_data)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
-        comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.Progress(),
+        comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.ProgressPrinter(),
                                                       connection=board()), debug)
         print(report.comparison_summary(comparison))
         return
-    result = _finish(lambda: run_bench(opts(), runs, warmup, console.Progress(), board()), debug)
+    result = _finish(lambda: run_bench(opts(), runs, warmup, console.ProgressPrinter(), board()), debug)
     print(report.summary(result.report))
 
 
@@ -106,9 +106,9 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
 
             raise BadInput("deploy needs --host [USER@]ADDRESS.")
         built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads),
-                          console.Progress())
+                          console.ProgressPrinter())
         return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
-                                 progress=console.Progress())
+                                 progress=console.ProgressPrinter())
 
     done = _finish(action, debug)
     state = "copied" if done.copied else "already there, nothing copied"
@@ -127,7 +127,7 @@ def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, d
 
     opts = lambda: options.build_options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
                                precision, layer_precision, set)
-    result = _finish(lambda: synthesize(opts(), logic, console.Progress()), debug)
+    result = _finish(lambda: synthesize(opts(), logic, console.ProgressPrinter()), debug)
     print(report.summary(result.report))
 
 
@@ -164,7 +164,7 @@ def coverage(c, models, targets="host", backend="auto", out=None, samples=32, de
     from toolchain.pipeline.coverage import matrix_text, run_coverage
 
     result = _finish(lambda: run_coverage(Path(models), options.parse_names(targets), backend,
-                                          Path(out) if out else None, samples, console.Progress()), debug)
+                                          Path(out) if out else None, samples, console.ProgressPrinter()), debug)
     print(matrix_text(result))
     if result["failed"]:
         raise Exit(f"error: {result['failed']} of {result['builds']} builds failed; "
@@ -226,7 +226,7 @@ def prune(c, model=None, sparsity=0.5, structured=False, data=None, epochs=10, o
 
     result = _finish(lambda: run_prune(Path(model) if model else None, sparsity, structured,
                                        Path(data) if data else None, epochs, Path(out) if out else None,
-                                       console.Progress()), debug)
+                                       console.ProgressPrinter()), debug)
     print(summary(result.report))
 
 
@@ -245,6 +245,6 @@ def distill(c, teacher=None, student="width=0.5", data=None, temperature=4.0, al
     from toolchain.compress.distill import distill as run_distill
 
     result = _finish(lambda: run_distill(Path(teacher) if teacher else None, student, Path(data) if data else None,
-                                         temperature, alpha, epochs, Path(out) if out else None, console.Progress()),
+                                         temperature, alpha, epochs, Path(out) if out else None, console.ProgressPrinter()),
                      debug)
     print(summary(result.report))

@@ -1,13 +1,24 @@
-"""Shared fixtures: small models the tests build themselves (a user's clone has no shared/ folder)."""
+"""Shared fixtures: small models the tests build themselves (a user's clone has no shared/ folder), and the
+helpers several test files use: the bundle-protocol oracle, ELF headers, free ports, the CLI.
+
+Nothing heavy is imported here at module level: `invoke test --fast` (pytest -m fast) must not load
+TensorFlow, TVM or ONNX Runtime; fixtures import them when a test asks for them.
+"""
 
 import json
 import os
+import platform
+import socket
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+
+from toolchain.console import quiet_frameworks
+
+quiet_frameworks()  # as the command line does (tasks.py)
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
@@ -112,7 +123,7 @@ HEAVY_MODULES = ("tensorflow", "keras", "tvm", "ai_edge_litert", "onnxruntime", 
 
 def cached_build_in_fresh_python(model: Path, backend: str, out: Path, samples: int = 32) -> tuple[bool, str, list]:
     """build() in a new interpreter: (cached, the backend used, the heavy libraries it imported)."""
-    probe = (f"import json, sys; from pathlib import Path; from toolchain.build import BuildOptions, build; "
+    probe = (f"import json, sys; from pathlib import Path; from toolchain.pipeline.build import BuildOptions, build; "
              f"r = build(BuildOptions(target='host', model=Path({str(model)!r}), backend={backend!r}, "
              f"out=Path({str(out)!r}), samples={samples})); "
              f"print(json.dumps([r.cached, r.report['backend'], [m for m in {HEAVY_MODULES!r} if m in sys.modules]]))")
@@ -126,3 +137,64 @@ def invoke(*args: str, cwd: Path = PROJECT_ROOT, env: dict | None = None) -> sub
     """Run the real CLI (`invoke ...`) as a user would; argv list, no shell."""
     return subprocess.run([sys.executable, "-m", "invoke", *args], cwd=cwd, capture_output=True, text=True,
                           env={**os.environ, **(env or {})})
+
+
+EM_ARM, EM_X86_64, EM_AARCH64 = 40, 62, 183  # ELF e_machine values
+
+
+def elf_machine(path: Path) -> int:
+    """The e_machine field of an ELF file (EM_ARM, EM_X86_64, EM_AARCH64, ...), after checking it is one."""
+    header = Path(path).read_bytes()[:20]
+    assert header[:4] == b"\x7fELF", f"{path} is not an ELF file"
+    return int.from_bytes(header[18:20], "little")
+
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_protocol(bundle_dir: Path, inputs: list[np.ndarray], work_dir: Path, warmup: int = 0, repeat: int = 0,
+                 argv: list[str] | None = None, env: dict | None = None, cwd: Path | None = None) -> list[np.ndarray]:
+    """Run a bundle exactly as the protocol in toolchain/bundle.py says, written apart from toolchain.runners so
+    that it can judge them: IN/input<i>.bin in, `<entry argv> IN OUT SAMPLES WARMUP REPEAT` (under the target's
+    emulator when the entry's architecture is not this machine's), OUT/output<j>.bin and, only when REPEAT > 0,
+    REPEAT positive integers in OUT/timings_ns.txt. `argv` replaces the entry (e.g. ["./run.sh"]), `env` the
+    environment, `cwd` the bundle folder as the working folder. Returns the outputs, each (samples, *shape)."""
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    entry = manifest["entry"]
+    in_dir, out_dir = work_dir / "in", work_dir / "out"
+    in_dir.mkdir(parents=True)
+    out_dir.mkdir()
+    for i, batch in enumerate(inputs):
+        batch.tofile(in_dir / f"input{i}.bin")
+    if argv is None:
+        argv = entry["argv"]
+        if entry["arch"] not in ("any", platform.machine()):
+            from toolchain.target.profile import load_target
+
+            argv = [*load_target(manifest["target"]).emulator["command"], *argv]
+    samples = len(inputs[0])
+    result = subprocess.run([*argv, str(in_dir), str(out_dir), str(samples), str(warmup), str(repeat)],
+                            cwd=cwd or bundle_dir, env=env if env is not None else {**os.environ, **entry["env"]},
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    if repeat:
+        timings = (out_dir / "timings_ns.txt").read_text().split()
+        assert len(timings) == repeat and all(int(t) > 0 for t in timings), timings
+    else:
+        assert not (out_dir / "timings_ns.txt").exists()  # REPEAT 0: no timing
+    return [np.fromfile(out_dir / f"output{j}.bin", dtype=t["dtype"]).reshape(samples, *t["shape"])
+            for j, t in enumerate(manifest["outputs"])]
+
+
+def instruction_counts_of_two_benches(built, model: Path) -> list[int]:
+    """`invoke bench` twice (3 runs, no warm-up) on a build that counts instructions: each bench's figure."""
+    from toolchain.pipeline.bench import run_bench
+    from toolchain.pipeline.build import BuildOptions
+
+    opts = BuildOptions(target=built.report["target"], model=model, backend=built.report["backend"],
+                        out=built.out_dir)
+    return [run_bench(opts, runs=3, warmup=0).report["bench"]["instructions_per_inference"] for _ in range(2)]

@@ -6,10 +6,11 @@ from pathlib import Path
 import pytest
 
 from toolchain.pipeline import validate
-from toolchain.pipeline.build import BuildOptions, build, compare_backends, run_bench
+from toolchain.pipeline.bench import compare_backends, run_bench
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.errors import BadInput, BuildError
 
-from conftest import cached_build_in_fresh_python, invoke
+from conftest import EM_AARCH64, cached_build_in_fresh_python, elf_machine, invoke
 
 PINNED_KEYS = {"target", "model", "backend", "artifacts", "validation", "bench", "memory", "toolchain"}
 
@@ -69,10 +70,8 @@ def test_rpi4_tvm_runs_under_qemu(tmp_path, tiny_tflite):
     report = _check_report(result.out_dir, "rpi4", "tvm")
     assert report["validation"]["passed"] is True
     assert report["bench"]["runner"] == "qemu-user" and report["bench"]["emulated"] is True
-    runner = (result.out_dir / "bundle" / "runner").read_bytes()
-    assert runner[:4] == b"\x7fELF" and int.from_bytes(runner[18:20], "little") == 183  # EM_AARCH64
-    for lib in ("libtvm_runtime.so", "libtvm_ffi.so"):
-        assert int.from_bytes((result.out_dir / "bundle" / "lib" / lib).read_bytes()[18:20], "little") == 183
+    for binary in ("runner", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"):
+        assert elf_machine(result.out_dir / "bundle" / binary) == EM_AARCH64, binary
 
 
 def test_bench_updates_report(tmp_path, tiny_onnx):
@@ -110,13 +109,16 @@ def test_unavailable_backend_for_model_format(tmp_path, tiny_onnx):
     assert list(tmp_path.iterdir()) == []
 
 
+FAST = pytest.mark.fast  # refused before any framework is imported
+
+
 @pytest.mark.parametrize("args,message", [
-    (["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite does not exist"),
-    (["--target", "host", "--model", "{tmp}/garbage.tflite"], "garbage.tflite"),
+    pytest.param(["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite does not exist", marks=FAST),
+    pytest.param(["--target", "host", "--model", "{tmp}/garbage.tflite"], "garbage.tflite", marks=FAST),
     (["--target", "host", "--model", "{tmp}/garbage.onnx"], "garbage.onnx"),
-    (["--target", "nope"], "unknown target 'nope'"),
-    (["--target", "host", "--backend", "nope"], "unknown backend 'nope'"),
-    (["--target", "host", "--input-shape", "oops"], "--input-shape 'oops'"),
+    pytest.param(["--target", "nope"], "unknown target 'nope'", marks=FAST),
+    pytest.param(["--target", "host", "--backend", "nope"], "unknown backend 'nope'", marks=FAST),
+    pytest.param(["--target", "host", "--input-shape", "oops"], "--input-shape 'oops'", marks=FAST),
 ])
 def test_cli_bad_input_exits_2(tmp_path, args, message):
     (tmp_path / "garbage.tflite").write_bytes(b"\x00garbage bytes, not a flatbuffer" * 8)

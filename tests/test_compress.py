@@ -244,6 +244,7 @@ def test_unsupported_layer_is_named(unsupported, tmp_path):
     assert not list(tmp_path.iterdir())
 
 
+@pytest.mark.fast
 def test_cli_sparsity_out_of_range_exits_2_before_loading_anything():
     result = invoke("prune", "--sparsity", "1.5")
     assert result.returncode == 2

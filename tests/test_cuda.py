@@ -22,7 +22,9 @@ from toolchain.runners import get as get_runner
 from toolchain.target.settings import with_settings
 from toolchain.target.profile import load_target
 
-EM_X86_64, EM_AARCH64, EM_CUDA = 62, 183, 190
+from conftest import EM_AARCH64, EM_X86_64, elf_machine
+
+EM_CUDA = 190
 
 
 @pytest.fixture(scope="module")
@@ -31,12 +33,6 @@ def toolkit():
         return find_toolkit()
     except MissingTool as err:
         pytest.skip(f"no CUDA toolkit: {err}")
-
-
-def _elf_machine(path: Path) -> int:
-    data = path.read_bytes()
-    assert data[:4] == b"\x7fELF"
-    return int.from_bytes(data[18:20], "little")
 
 
 def _cuda_elf_architectures(binary: Path) -> set[int]:
@@ -63,7 +59,7 @@ def test_jetson_orin_nano_bundle_holds_sm87_code_and_aarch64_runner(tmp_path, ti
     assert _cuda_elf_architectures(bundle_dir / "model.so") == {87}
     assert "__global__" not in (bundle_dir / "model.so").read_bytes().decode("latin-1")  # no CUDA source
     for program in ("runner", "model.so", "lib/libtvm_runtime.so", "lib/libtvm_runtime_cuda.so"):
-        assert _elf_machine(bundle_dir / program) == EM_AARCH64, program
+        assert elf_machine(bundle_dir / program) == EM_AARCH64, program
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["cuda"]["device_code"] == ["compute_87", "sm_87"]  # SASS, and PTX for newer GPUs
     assert manifest["cuda"]["toolkit"] == toolkit.label
@@ -85,6 +81,7 @@ def test_architecture_the_toolkit_dropped_names_one_that_builds_it(tmp_path, tin
     assert caught.value.exit_code == 3 and not any(bundle_dir.iterdir())
 
 
+@pytest.mark.fast
 def test_toolkit_checks(toolkit):
     assert "sm_87" in toolkit.architectures
     check_architecture("sm_87", toolkit)
@@ -92,6 +89,7 @@ def test_toolkit_checks(toolkit):
         check_architecture("sm_999", toolkit)
 
 
+@pytest.mark.fast
 def test_cuda_runner_needs_a_gpu_here(toolkit):
     runner = get_runner("cuda")
     entry = Entry(kind="native", argv=["./runner"], arch=platform.machine())
@@ -104,7 +102,7 @@ def test_x86_64_cuda_bundle(tmp_path, tiny_onnx, toolkit):
     target = with_settings(load_target("x86_64-cuda"), {"tvm_target.arch": "sm_89"})
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
-    manifest = get("tvm").compile(CompileRequest(load_model(tiny_onnx), target, bundle_dir, lambda _: None))
+    manifest = get("tvm").compile(CompileRequest(load_model(tiny_onnx), target, bundle_dir, lambda _: None)).manifest
     assert device_code(bundle_dir / "model.so") == manifest["cuda"]["device_code"] == ["compute_89", "sm_89"]
     assert _cuda_elf_architectures(bundle_dir / "model.so") == {89}
-    assert _elf_machine(bundle_dir / "runner") == EM_X86_64
+    assert elf_machine(bundle_dir / "runner") == EM_X86_64

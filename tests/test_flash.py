@@ -1,4 +1,8 @@
-"""Flashing: command lines from the target file, the image checked against the build, the tool looked up."""
+"""Flashing: command lines from the target file, the image checked against the build, the tool looked up.
+
+flash() reads only the build's manifest and images, so most tests give it a stand-in firmware build
+(fast); one flashes, in a dry run, what a real build for the board made.
+"""
 
 import os
 import shutil
@@ -7,38 +11,59 @@ from pathlib import Path
 
 import pytest
 
-from toolchain.pipeline.build import BuildOptions, build
+from toolchain.bundle import BUNDLE, Entry, write_manifest
 from toolchain.errors import BadInput, MissingTool
-from toolchain.boards.flashers import flash, names
+from toolchain.boards.flashers import flash
 
 BOARD = "nucleo-l4r5zi"
 
 
-@pytest.fixture(scope="module")
-def built(tiny_tflite, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("flash") / "out"
-    build(BuildOptions(target=BOARD, model=tiny_tflite, backend="tvm", out=out))
+@pytest.fixture
+def built(tmp_path) -> Path:
+    """A stand-in firmware build for the board: the images a build leaves and a manifest recording them."""
+    out = tmp_path / "built"
+    bundle_dir = out / BUNDLE
+    bundle_dir.mkdir(parents=True)
+    (bundle_dir / "firmware.elf").write_bytes(b"\x7fELF" + bytes(60))
+    (bundle_dir / "firmware.bin").write_bytes(bytes(range(64)))
+    images = {"board": "firmware.elf", "board_binary": "firmware.bin"}
+    write_manifest(bundle_dir, "tvm", BOARD, Entry("firmware", ["./firmware.elf"], "armv7e-m"), [], [],
+                   extra={"firmware": {"images": images}})
     return out
 
 
-def test_probes_are_registered():
-    assert {"openocd", "pyocd", "st-flash"} <= set(names())
+def _expected(probe: str, out: Path) -> list[list[str]]:
+    bundle = (out / BUNDLE).resolve()
+    return [[arg.format(bundle=bundle) for arg in argv] for argv in {
+        "pyocd": [["pyocd", "load", "--target", "stm32l4r5zitx", "{bundle}/firmware.elf"]],
+        "openocd": [["openocd", "-f", "board/st_nucleo_l4.cfg", "-c",
+                     "program {{{bundle}/firmware.elf}} verify reset exit"]],
+        "st-flash": [["st-flash", "--reset", "write", "{bundle}/firmware.bin", "0x08000000"]],
+    }[probe]]
 
 
-@pytest.mark.parametrize("probe,expected", [
-    ("pyocd", [["pyocd", "load", "--target", "stm32l4r5zitx", "{bundle}/firmware.elf"]]),
-    ("openocd", [["openocd", "-f", "board/st_nucleo_l4.cfg", "-c", "program {{{bundle}/firmware.elf}} verify reset exit"]]),
-    ("st-flash", [["st-flash", "--reset", "write", "{bundle}/firmware.bin", "0x08000000"]]),
-])
-def test_dry_run_gives_the_exact_commands(built, probe, expected):
-    bundle = (built / "bundle").resolve()
-    assert flash(BOARD, built, probe, dry_run=True) == [[arg.format(bundle=bundle) for arg in argv] for argv in expected]
+def test_a_real_build_for_the_board_flashes(tiny_tflite, tmp_path):
+    """End to end: the manifest and images the tvm backend's firmware build makes are what flash() takes."""
+    from toolchain.pipeline.build import BuildOptions, build
+
+    out = tmp_path / "out"
+    build(BuildOptions(target=BOARD, model=tiny_tflite, backend="tvm", out=out))
+    for probe in ("pyocd", "st-flash"):
+        assert flash(BOARD, out, probe, dry_run=True) == _expected(probe, out)
 
 
+@pytest.mark.fast
+@pytest.mark.parametrize("probe", ["pyocd", "openocd", "st-flash"])
+def test_dry_run_gives_the_exact_commands(built, probe):
+    assert flash(BOARD, built, probe, dry_run=True) == _expected(probe, built)
+
+
+@pytest.mark.fast
 def test_default_probe_comes_from_the_target(built):
     assert flash(BOARD, built, dry_run=True)[0][0] == "pyocd"
 
 
+@pytest.mark.fast
 def test_missing_tool_exits_3_with_the_install_hint(built, monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(MissingTool, match="st-flash is not installed; install it with: apt-get install stlink-tools") as err:
@@ -46,6 +71,7 @@ def test_missing_tool_exits_3_with_the_install_hint(built, monkeypatch, tmp_path
     assert err.value.exit_code == 3
 
 
+@pytest.mark.fast
 def test_runs_the_tool_with_those_commands(built, monkeypatch, tmp_path):
     """A stand-in st-flash records its arguments: flash() runs exactly what the dry run shows."""
     record = tmp_path / "arguments"
@@ -58,6 +84,7 @@ def test_runs_the_tool_with_those_commands(built, monkeypatch, tmp_path):
     assert record.read_text().split() == commands[0][1:]
 
 
+@pytest.mark.fast
 def test_changed_image_is_refused(built, tmp_path):
     copy = tmp_path / "out"
     shutil.copytree(built, copy)
@@ -68,6 +95,7 @@ def test_changed_image_is_refused(built, tmp_path):
     assert err.value.exit_code == 2
 
 
+@pytest.mark.fast
 def test_build_for_another_target_or_no_build_is_refused(built, tmp_path):
     with pytest.raises(BadInput, match="holds a build for nucleo-l4r5zi, not firmware for stm32f746g-disco"):
         flash("stm32f746g-disco", built, dry_run=True)

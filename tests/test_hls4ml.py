@@ -36,7 +36,7 @@ def _keras(path: Path):
 def _compile(model_path: Path, settings: dict, bundle_dir: Path) -> dict:
     bundle_dir.mkdir(parents=True)
     target = with_settings(load_target(TARGET), settings)
-    return get("hls4ml").compile(CompileRequest(load_model(model_path), target, bundle_dir, lambda _: None))
+    return get("hls4ml").compile(CompileRequest(load_model(model_path), target, bundle_dir, lambda _: None)).manifest
 
 
 def _csim_error(model_path: Path, bundle_dir: Path, manifest: dict, samples: int = 8) -> tuple[float, float]:
@@ -82,6 +82,7 @@ def test_manifest_says_what_exists_without_synthesis(built):
     assert manifest["entry"]["argv"] == ["python3", "./run_csim.py"]
 
 
+@pytest.mark.fast
 def test_precision_sets_the_tolerance():
     assert fraction_bits("ap_fixed<16,6>") == 10 and fraction_bits("ap_ufixed<8, 0, AP_RND, AP_SAT>") == 8
     assert fraction_bits("ap_int<8>") == 0

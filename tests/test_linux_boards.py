@@ -31,6 +31,7 @@ def _module(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", *args], cwd=PROJECT_ROOT, capture_output=True, text=True)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("name", sorted(LINUX_BOARDS))
 def test_linux_board_profile(name):
     cpu, emulated_cpu, _ = LINUX_BOARDS[name]
@@ -100,10 +101,12 @@ def test_instruction_counts_are_the_same_run_after_run(rpi4_builds, backend, tmp
         rng.random((2, *spec["shape"])).astype(spec["dtype"]).tofile(tmp_path / f"input{i}.bin")
     runner = runners.get("qemu-user")
     # Single-threaded whatever --threads says; the figure is sample 0's (some kernels' counts depend on the data).
-    counts = [runner.count_instructions(target, bundle, manifest, tmp_path, threads) for threads in (1, 4)]
+    counts = [runner.count_instructions(runners.RunRequest(target, bundle, manifest, tmp_path, tmp_path, 2, 0, 0, threads, 600))
+              for threads in (1, 4)]
     assert counts[0] == counts[1] > 1000
 
 
+@pytest.mark.fast
 def test_python_bundle_without_a_userland_is_not_run():
     rpi4 = load_target("rpi4")
     python_entry = entry_of({"entry": {"kind": "python", "argv": ["python3", "./run.py"], "arch": "any", "env": {}}})

@@ -18,18 +18,19 @@ import pytest
 from toolchain import runners
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
-from toolchain.pipeline.build import BuildOptions, build, run_bench
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.bundle import Entry, read_manifest
 from toolchain.errors import BadInput, BuildError, MissingTool
 from toolchain.model import load_model
 from toolchain.model.reference import reference_outputs
 from toolchain.target.profile import load_target, load_target_file
 
+from conftest import EM_ARM, elf_machine, full_int8_tflite, instruction_counts_of_two_benches
+
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
 
 BOARD = "nucleo-l4r5zi"
-EM_ARM = 40
 THUMB_BRANCH_TO_SELF = b"\xfe\xe7"  # b .
 THUMB_UNDEFINED = b"\x00\xde"  # udf #0
 
@@ -50,16 +51,10 @@ def int8_tflite(tmp_path_factory) -> Path:
     x = tf.keras.layers.AveragePooling2D(2)(x)
     x = tf.keras.layers.Flatten()(x)
     outputs = tf.keras.layers.Dense(5, activation="softmax")(x)
-    converter = tf.lite.TFLiteConverter.from_keras_model(tf.keras.Model(inputs, outputs))
     rng = np.random.default_rng(0)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)]
-                                                for _ in range(32))
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = converter.inference_output_type = tf.int8
-    path = tmp_path_factory.mktemp("int8") / "int8 model-v1.tflite"
-    path.write_bytes(converter.convert())
-    return path
+    return full_int8_tflite(tf.keras.Model(inputs, outputs),
+                            lambda: ([rng.uniform(-1, 1, (1, 8, 8, 3)).astype(np.float32)] for _ in range(32)),
+                            tmp_path_factory.mktemp("int8") / "int8 model-v1.tflite")
 
 
 @pytest.fixture(scope="module")
@@ -78,8 +73,7 @@ def _check_firmware_report(result, target: str = BOARD) -> dict:
     assert 0 < memory["flash_bytes"] <= memory["flash_capacity_bytes"]
     assert 0 < memory["ram_bytes"] <= memory["ram_capacity_bytes"]
     for image in ("firmware.elf", "firmware-qemu.elf"):
-        header = (result.out_dir / "bundle" / image).read_bytes()[:20]
-        assert header[:4] == b"\x7fELF" and int.from_bytes(header[18:20], "little") == EM_ARM
+        assert elf_machine(result.out_dir / "bundle" / image) == EM_ARM, image
     return report
 
 
@@ -92,8 +86,7 @@ def test_fp32_model_validates_on_emulated_board(fp32_build):
 
 
 def test_instruction_count_is_identical_run_to_run(fp32_build, tiny_tflite):
-    opts = BuildOptions(target=BOARD, model=tiny_tflite, backend="tvm", out=fp32_build.out_dir)
-    counts = [run_bench(opts, runs=3, warmup=0).report["bench"]["instructions_per_inference"] for _ in range(2)]
+    counts = instruction_counts_of_two_benches(fp32_build, tiny_tflite)
     assert counts == [fp32_build.report["bench"]["instructions_per_inference"]] * 2
 
 
@@ -115,7 +108,7 @@ def test_c_kernels_match_litert(int8_tflite, tmp_path):
     model = load_model(int8_tflite)
     bundle_dir = tmp_path / "bundle"
     bundle_dir.mkdir()
-    manifest = get("tvm").compile(CompileRequest(model, target, bundle_dir, lambda _: None))
+    manifest = get("tvm").compile(CompileRequest(model, target, bundle_dir, lambda _: None)).manifest
     assert (bundle_dir / "src" / "int8_model_v1_kernels.c").is_file() and manifest["firmware"]["kernels"] == "c"
     x = np.random.default_rng(1).integers(-128, 127, (4, 1, 8, 8, 3), endpoint=True).astype(np.int8)
     result = runners.run_bundle(runners.get("qemu-system"), target, bundle_dir, manifest, [x])
@@ -203,6 +196,7 @@ def test_faulting_firmware_is_reported(fp32_build, tmp_path):
         _run_patched(fp32_build, tmp_path, THUMB_UNDEFINED, timeout_s=30)
 
 
+@pytest.mark.fast
 def test_missing_emulator_exits_3_with_the_install_hint():
     target = load_target(BOARD)
     target = dataclasses.replace(target, emulator={**target.emulator, "command": ["qemu-system-nowhere"]})
@@ -213,6 +207,7 @@ def test_missing_emulator_exits_3_with_the_install_hint():
     assert err.value.exit_code == 3
 
 
+@pytest.mark.fast
 def test_bare_metal_target_must_say_how_to_build_firmware(tmp_path):
     text = load_target(BOARD).path.read_text()
     path = tmp_path / f"{BOARD}.toml"

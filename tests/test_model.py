@@ -173,12 +173,13 @@ def test_tflite_and_onnx_reading_does_not_import_tensorflow(tf_models, onnx_path
 
 @pytest.mark.parametrize(
     "name, content, message",
-    [
-        ("missing.tflite", None, "does not exist"),
-        ("garbage.tflite", b"\x00\x01 certainly not a flatbuffer" * 10, "is not a TFLite model"),
+    [  # fast: refused before ONNX or Keras is imported
+        pytest.param("missing.tflite", None, "does not exist", marks=pytest.mark.fast),
+        pytest.param("garbage.tflite", b"\x00\x01 certainly not a flatbuffer" * 10, "is not a TFLite model",
+                     marks=pytest.mark.fast),
         ("garbage.onnx", b"\xff\xfe\x00 certainly not a protobuf" * 10, "is not a valid ONNX model"),
-        ("weights.pt", b"torch", "unknown model format '.pt'"),
-        ("folder", "dir", "without saved_model.pb"),
+        pytest.param("weights.pt", b"torch", "unknown model format '.pt'", marks=pytest.mark.fast),
+        pytest.param("folder", "dir", "without saved_model.pb", marks=pytest.mark.fast),
         ("garbage.keras", b"not a zip", "cannot be loaded as a Keras model"),
     ],
 )

@@ -6,7 +6,6 @@ upload, remote load, remote runs and time_evaluator figures go through TVM's RPC
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -20,15 +19,9 @@ from toolchain.bundle import entry_of, read_manifest
 from toolchain.errors import BadInput, BuildError
 from toolchain.target.profile import load_target
 
-from conftest import invoke
+from conftest import free_port, invoke
 
 KEY = "loopback-board"
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def _start(*args: str) -> subprocess.Popen:
@@ -47,7 +40,7 @@ def _stop(process: subprocess.Popen) -> None:
 def farm():
     from tvm import rpc
 
-    tracker_port, server_port = _free_port(), _free_port()
+    tracker_port, server_port = free_port(), free_port()
     processes = [_start("tvm.exec.rpc_tracker", "--host", "127.0.0.1", "--port", str(tracker_port),
                         "--port-end", str(tracker_port + 1), "--silent")]
     try:
@@ -103,7 +96,7 @@ def test_unknown_key_and_unreachable_tracker_fail_fast(farm, host_tvm_build):
     runner, _ = runners.select(target, entry_of(manifest), runners.Connection(rpc=farm, key="no-such-board"))
     with pytest.raises(BadInput, match=f"no board is registered with key 'no-such-board'.*registered: {KEY}"):
         runners.run_bundle(runner, target, bundle, manifest, _inputs(manifest, 1))
-    runner, _ = runners.select(target, entry_of(manifest), runners.Connection(rpc=f"127.0.0.1:{_free_port()}",
+    runner, _ = runners.select(target, entry_of(manifest), runners.Connection(rpc=f"127.0.0.1:{free_port()}",
                                                                               key=KEY))
     with pytest.raises(BuildError, match="cannot reach the TVM RPC tracker"):
         runners.run_bundle(runner, target, bundle, manifest, _inputs(manifest, 1))
@@ -122,6 +115,7 @@ def test_cli_bench_on_the_farm(farm, tiny_onnx, tmp_path):
     assert refused.returncode != 0 and "tvm-rpc: it runs TVM bundles only" in refused.stderr
 
 
+@pytest.mark.fast
 def test_a_board_without_a_tvm_runtime_is_refused_before_connecting():
     from toolchain.bundle import Entry
 

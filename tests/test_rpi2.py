@@ -12,18 +12,18 @@ import numpy as np
 import pytest
 
 from toolchain import runners
-from toolchain.pipeline.build import BuildOptions, build, run_bench
+from toolchain.pipeline.build import BuildOptions, build
 from toolchain.bundle import entry_of, read_manifest
 from toolchain.errors import BadInput
 from toolchain.target.profile import load_target, load_target_file
 
-from conftest import full_int8_tflite
+from conftest import EM_ARM, elf_machine, full_int8_tflite, instruction_counts_of_two_benches
 
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
 
 BOARD = "rpi2"
-ELFCLASS32, ELFDATA2LSB, EM_ARM = 1, 1, 40
+ELFCLASS32, ELFDATA2LSB = 1, 1
 EF_ARM_ABI_FLOAT_HARD, EF_ARM_EABI_VER5 = 0x400, 0x05000000
 
 
@@ -56,7 +56,7 @@ def test_fp32_model_runs_as_one_armhf_executable_and_validates(fp32_build):
     assert "## No TVM runtime" in (fp32_build.out_dir / "report.md").read_text()
     header = (bundle_dir / "runner").read_bytes()[:52]
     assert header[:4] == b"\x7fELF" and (header[4], header[5]) == (ELFCLASS32, ELFDATA2LSB)
-    assert int.from_bytes(header[18:20], "little") == EM_ARM
+    assert elf_machine(bundle_dir / "runner") == EM_ARM
     flags = int.from_bytes(header[36:40], "little")
     assert flags & 0xFF000000 == EF_ARM_EABI_VER5 and flags & EF_ARM_ABI_FLOAT_HARD  # armhf's ABI
     # No TVM runtime: the executable needs the C library only, and the bundle carries no libraries.
@@ -68,8 +68,7 @@ def test_fp32_model_runs_as_one_armhf_executable_and_validates(fp32_build):
 
 
 def test_instruction_count_is_identical_run_to_run(fp32_build, tiny_tflite):
-    opts = BuildOptions(target=BOARD, model=tiny_tflite, backend="tvm", out=fp32_build.out_dir)
-    counts = [run_bench(opts, runs=3, warmup=0).report["bench"]["instructions_per_inference"] for _ in range(2)]
+    counts = instruction_counts_of_two_benches(fp32_build, tiny_tflite)
     assert counts == [fp32_build.report["bench"]["instructions_per_inference"]] * 2
 
 
@@ -102,6 +101,7 @@ def test_runner_refuses_bad_arguments_and_inputs(fp32_build, tmp_path):
     assert f"runner: {tmp_path}/input0.bin holds 7 bytes; expected 256 (SAMPLES 1 x 256 bytes)" in short.stderr
 
 
+@pytest.mark.fast
 def test_tvm_runtime_field_is_checked(tmp_path):
     assert (load_target("rpi2").tvm_runtime, load_target("rpi4").tvm_runtime) == ("none", "shared")
     assert load_target("nucleo-l4r5zi").tvm_runtime == "none"  # implied by os "none"

@@ -28,7 +28,7 @@ from toolchain.errors import BadInput, BuildError
 from toolchain.boards.ssh import SshLink
 from toolchain.target.profile import load_target
 
-from conftest import invoke
+from conftest import free_port, invoke
 
 # The board's login: fixed PATH and folder; sftp (what scp speaks) served from the same folder.
 BOARD_SHELL = """#!/bin/sh
@@ -75,12 +75,6 @@ class Board:
                 "--known-hosts", str(self.known_hosts)]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _sshd() -> str:
     for candidate in (shutil.which("sshd"), "/usr/sbin/sshd"):
         if candidate and os.access(candidate, os.X_OK):
@@ -97,7 +91,7 @@ def board(tmp_path_factory):
     for key in ("host_key", "user_key"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", key, "-f", str(root / key)], check=True)
     shutil.copy(root / "user_key.pub", root / "authorized_keys")
-    port = _free_port()
+    port = free_port()
     key_type, key_data = (root / "host_key.pub").read_text().split()[:2]
     (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {key_type} {key_data}\n")
     sftp_server = "/usr/lib/openssh/sftp-server"
@@ -196,6 +190,7 @@ def test_unknown_host_key_is_refused(board, host_tvm_build, tmp_path):
         deploy.deploy(host_tvm_build.out_dir, board.host, board.port, board.identity, empty)
 
 
+@pytest.mark.fast
 @pytest.mark.parametrize("host", ["-oProxyCommand=touch /tmp/pwned", "pi@host;reboot", "pi@$(id)", ""])
 def test_hostile_destination_is_bad_input(host):
     with pytest.raises(BadInput):

@@ -5,6 +5,8 @@ from toolchain.target.profile import all_targets, load_target, load_target_file,
 
 from conftest import invoke
 
+pytestmark = pytest.mark.fast  # target files and the CLI's table: nothing is compiled or imported heavily
+
 
 def test_shipped_profiles_load():
     names = [t.name for t in all_targets()]

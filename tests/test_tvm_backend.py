@@ -1,14 +1,14 @@
 """The tvm backend end to end: tiny models built here, compiled for host and rpi4, run per the bundle protocol.
 
-Outputs are compared with LiteRT / ONNX Runtime on the same inputs; rpi4 bundles run under qemu-user.
+Outputs are compared with the reference runtime (LiteRT / ONNX Runtime) on the same inputs; rpi4 bundles run
+under qemu-user. Ingest, inputs, runners and the reference run are the toolchain's own; the host bundle is also
+run by the independent protocol oracle (conftest.run_protocol).
 """
 
 import dataclasses
-import hashlib
 import os
 import platform
 import shutil
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -16,20 +16,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from toolchain import bundle
+from toolchain import bundle, runners
 from toolchain.hostenv import cross, tvm_runtimes
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
 from toolchain.errors import BuildError, MissingTool
-from toolchain.model.info import ModelInfo, TensorInfo
+from toolchain.model import ModelInfo, load_model
+from toolchain.model.reference import reference_outputs
+from toolchain.pipeline.validate import make_inputs
 from toolchain.target.profile import load_target
 
-from conftest import full_int8_tflite
+from conftest import EM_AARCH64, EM_X86_64, elf_machine, full_int8_tflite, run_protocol
 
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
 
-EM_X86_64, EM_AARCH64 = 62, 183
 SAMPLES = 3
 IMAGE_SHAPE = (1, 8, 8, 3)
 
@@ -49,26 +50,6 @@ def _keras_conv_net():
     return tf.keras.Model(inputs, outputs)
 
 
-def _tflite_info(path: Path) -> ModelInfo:
-    """What ingest would report, read from LiteRT's view of the model."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(path))
-
-    def tensor(detail: dict) -> TensorInfo:
-        scale, zero_point = detail["quantization"]
-        quant = (float(scale), int(zero_point)) if scale else None
-        return TensorInfo(detail["name"], tuple(int(d) for d in detail["shape"]), np.dtype(detail["dtype"]).name, quant)
-
-    return ModelInfo(
-        path=path,
-        format="tflite",
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        inputs=[tensor(d) for d in interpreter.get_input_details()],
-        outputs=[tensor(d) for d in interpreter.get_output_details()],
-    )
-
-
 @pytest.fixture(scope="module")
 def tflite_models(tmp_path_factory) -> dict[str, ModelInfo]:
     """The same small conv net as fp32 and as full-integer int8 (int8 inputs and outputs)."""
@@ -79,8 +60,9 @@ def tflite_models(tmp_path_factory) -> dict[str, ModelInfo]:
     (folder / "net_fp32.tflite").write_bytes(tf.lite.TFLiteConverter.from_keras_model(keras_model).convert())
 
     rng = np.random.default_rng(0)
-    full_int8_tflite(keras_model, lambda: ([rng.random(IMAGE_SHAPE, dtype=np.float32)] for _ in range(32)), folder / "net_int8.tflite")
-    return {name: _tflite_info(folder / f"net_{name}.tflite") for name in ("fp32", "int8")}
+    full_int8_tflite(keras_model, lambda: ([rng.random(IMAGE_SHAPE, dtype=np.float32)] for _ in range(32)),
+                     folder / "net_int8.tflite")
+    return {name: load_model(folder / f"net_{name}.tflite") for name in ("fp32", "int8")}
 
 
 def _onnx_model(path: Path, extra_node=None) -> ModelInfo:
@@ -117,13 +99,14 @@ def _onnx_model(path: Path, extra_node=None) -> ModelInfo:
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
-    return ModelInfo(
-        path=path,
-        format="onnx",
-        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
-        inputs=[TensorInfo("x", (1, 3, 8, 8), "float32")],  # the dynamic batch pinned to 1, as ingest does
-        outputs=[TensorInfo("logits", (1, 5), "float32"), TensorInfo("features", (1, 4, 8, 8), "float32")],
-    )
+    info = load_model(path)
+    assert [t.shape for t in info.inputs] == [(1, 3, 8, 8)]  # the dynamic batch pinned to 1
+    return info
+
+
+def _tflite_file(path: Path, convert) -> ModelInfo:
+    path.write_bytes(convert())
+    return load_model(path)
 
 
 # ---------- building and running bundles ----------
@@ -132,62 +115,20 @@ def _onnx_model(path: Path, extra_node=None) -> ModelInfo:
 def _compile(model: ModelInfo, target_name: str, bundle_dir: Path) -> dict:
     bundle_dir.mkdir(parents=True)
     request = CompileRequest(model=model, target=load_target(target_name), bundle_dir=bundle_dir, progress=print)
-    return get("tvm").compile(request)
+    return get("tvm").compile(request).manifest
 
 
-def _random_inputs(model: ModelInfo, seed: int) -> list[np.ndarray]:
-    rng = np.random.default_rng(seed)
-    batches = []
-    for tensor in model.inputs:
-        shape = (SAMPLES, *tensor.shape)
-        if tensor.dtype == "float32":
-            batches.append(rng.random(shape, dtype=np.float32))
-        else:
-            info = np.iinfo(tensor.dtype)
-            batches.append(rng.integers(info.min, info.max, shape, endpoint=True).astype(tensor.dtype))
-    return batches
+def _inputs(model: ModelInfo, seed: int) -> list[np.ndarray]:
+    return make_inputs(model, SAMPLES, seed=seed).tensors
 
 
-def _run_bundle(bundle_dir: Path, inputs: list[np.ndarray], work_dir: Path, repeat: int = 0) -> list[np.ndarray]:
-    """Run a bundle exactly as the protocol says, under the target's emulator when it is not this machine."""
+def _run(bundle_dir: Path, inputs: list[np.ndarray], runner: str = "host", repeat: int = 0) -> list[np.ndarray]:
+    """The bundle run by one of the toolchain's runners."""
     manifest = bundle.read_manifest(bundle_dir)
-    entry = bundle.entry_of(manifest)
-    in_dir, out_dir = work_dir / "in", work_dir / "out"
-    in_dir.mkdir(parents=True)
-    out_dir.mkdir()
-    for i, batch in enumerate(inputs):
-        batch.tofile(in_dir / f"input{i}.bin")
-    emulator = [] if entry.arch == platform.machine() else load_target(manifest["target"]).emulator["command"]
-    argv = [*emulator, *entry.argv, str(in_dir), str(out_dir), str(len(inputs[0])), "1", str(repeat)]
-    result = subprocess.run(argv, cwd=bundle_dir, env={**os.environ, **entry.env}, capture_output=True, text=True, timeout=120)
-    assert result.returncode == 0, result.stderr
-    if repeat:
-        timings = (out_dir / "timings_ns.txt").read_text().split()
-        assert len(timings) == repeat and all(int(t) > 0 for t in timings)
-    return [
-        np.fromfile(out_dir / f"output{j}.bin", dtype=t["dtype"]).reshape(len(inputs[0]), *t["shape"])
-        for j, t in enumerate(manifest["outputs"])
-    ]
-
-
-def _litert_outputs(model: ModelInfo, inputs: list[np.ndarray]) -> list[np.ndarray]:
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_path=str(model.path))
-    interpreter.allocate_tensors()
-    per_sample = []
-    for sample in range(SAMPLES):
-        for detail, batch in zip(interpreter.get_input_details(), inputs):
-            interpreter.set_tensor(detail["index"], batch[sample])
-        interpreter.invoke()
-        per_sample.append([interpreter.get_tensor(d["index"]) for d in interpreter.get_output_details()])
-    return [np.stack(outputs) for outputs in zip(*per_sample)]
-
-
-def _elf_machine(path: Path) -> int:
-    header = path.read_bytes()[:20]
-    assert header[:4] == b"\x7fELF"
-    return struct.unpack_from("<H", header, 18)[0]
+    result = runners.run_bundle(runners.get(runner), load_target(manifest["target"]), bundle_dir, manifest, inputs,
+                                warmup=1 if repeat else 0, repeat=repeat)
+    assert len(result.timings_ns) == repeat and all(t > 0 for t in result.timings_ns)
+    return result.outputs
 
 
 # ---------- tests ----------
@@ -205,32 +146,27 @@ def test_fp32_tflite_on_host_matches_litert(tflite_models, fp32_host_bundle, tmp
     manifest = bundle.read_manifest(fp32_host_bundle)
     assert manifest["backend"] == "tvm" and manifest["target"] == "host"
     assert manifest["entry"] == {"kind": "native", "argv": ["./runner"], "arch": "x86_64", "env": {}}
-    assert _elf_machine(fp32_host_bundle / "runner") == EM_X86_64
+    assert elf_machine(fp32_host_bundle / "runner") == EM_X86_64
     listed = {f["path"] for f in manifest["files"]}
     assert {"runner", "model.so", "run.sh", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"} <= listed
 
-    inputs = _random_inputs(model, seed=2)
-    (outputs,) = _run_bundle(fp32_host_bundle, inputs, tmp_path, repeat=3)
-    (expected,) = _litert_outputs(model, inputs)
+    inputs = _inputs(model, seed=2)
+    (outputs,) = run_protocol(fp32_host_bundle, inputs, tmp_path, warmup=1, repeat=3)  # the protocol, to the letter
+    (expected,) = reference_outputs(model, inputs)
     np.testing.assert_allclose(outputs, expected, atol=1e-4)
+    (by_runner,) = _run(fp32_host_bundle, inputs, repeat=3)  # the toolchain's host runner agrees with the oracle
+    np.testing.assert_array_equal(by_runner, outputs)
 
 
 def test_bundle_is_self_contained_and_runs_through_run_sh(tflite_models, fp32_host_bundle, tmp_path):
     """Copied elsewhere, the bundle still finds model.so and lib/ (rpath $ORIGIN/lib), via run.sh too."""
     moved = tmp_path / "copied bundle"
     shutil.copytree(fp32_host_bundle, moved)
-    inputs = _random_inputs(tflite_models["fp32"], seed=3)
-    for i, batch in enumerate(inputs):
-        batch.tofile(tmp_path / f"input{i}.bin")
-    out_dir = tmp_path / "out"
-    out_dir.mkdir()
+    inputs = _inputs(tflite_models["fp32"], seed=3)
     env = {k: v for k, v in os.environ.items() if k != "LD_LIBRARY_PATH"}
-    result = subprocess.run([str(moved / "run.sh"), str(tmp_path), str(out_dir), str(SAMPLES), "0", "0"], env=env, capture_output=True, text=True)
-    assert result.returncode == 0, result.stderr
-    (expected,) = _litert_outputs(tflite_models["fp32"], inputs)
-    outputs = np.fromfile(out_dir / "output0.bin", dtype=np.float32).reshape(expected.shape)
+    (outputs,) = run_protocol(moved, inputs, tmp_path / "io", argv=[str(moved / "run.sh")], env=env, cwd=tmp_path)
+    (expected,) = reference_outputs(tflite_models["fp32"], inputs)
     np.testing.assert_allclose(outputs, expected, atol=1e-4)
-    assert not (out_dir / "timings_ns.txt").exists()  # REPEAT 0: no timing
 
 
 def test_runner_reports_bad_input_on_stderr(fp32_host_bundle, tmp_path):
@@ -248,12 +184,12 @@ def test_fp32_tflite_on_rpi4_under_qemu_matches_host(tflite_models, fp32_host_bu
     manifest = _compile(model, "rpi4", bundle_dir)
     assert manifest["entry"]["arch"] == "aarch64"
     for binary in ("runner", "model.so", "lib/libtvm_runtime.so", "lib/libtvm_ffi.so"):
-        assert _elf_machine(bundle_dir / binary) == EM_AARCH64, binary
+        assert elf_machine(bundle_dir / binary) == EM_AARCH64, binary
 
-    inputs = _random_inputs(model, seed=4)
-    (on_rpi4,) = _run_bundle(bundle_dir, inputs, tmp_path / "rpi4", repeat=2)
-    (on_host,) = _run_bundle(fp32_host_bundle, inputs, tmp_path / "host")
-    (expected,) = _litert_outputs(model, inputs)
+    inputs = _inputs(model, seed=4)
+    (on_rpi4,) = _run(bundle_dir, inputs, "qemu-user", repeat=2)
+    (on_host,) = _run(fp32_host_bundle, inputs)
+    (expected,) = reference_outputs(model, inputs)
     np.testing.assert_allclose(on_rpi4, on_host, atol=1e-5)
     np.testing.assert_allclose(on_rpi4, expected, atol=1e-4)
 
@@ -266,33 +202,26 @@ def test_int8_tflite_matches_litert(tflite_models, target_name, tmp_path, reques
     assert model.inputs[0].dtype == "int8" and model.outputs[0].dtype == "int8"
     bundle_dir = tmp_path / "bundle"
     _compile(model, target_name, bundle_dir)
-    inputs = _random_inputs(model, seed=5)
-    (outputs,) = _run_bundle(bundle_dir, inputs, tmp_path)
-    (expected,) = _litert_outputs(model, inputs)
+    inputs = _inputs(model, seed=5)
+    (outputs,) = _run(bundle_dir, inputs, "host" if target_name == "host" else "qemu-user")
+    (expected,) = reference_outputs(model, inputs)
     assert outputs.dtype == np.int8
     # TVM imports int8 as dequantize -> float -> quantize: rounding may differ by one step.
     assert np.abs(outputs.astype(np.int32) - expected.astype(np.int32)).max() <= 1
 
 
 def test_onnx_with_two_outputs_on_host_matches_onnxruntime(tmp_path):
-    import onnxruntime
-
     model = _onnx_model(tmp_path / "tiny.onnx")
+    assert [(t.name, t.shape) for t in model.outputs] == [("logits", (1, 5)), ("features", (1, 4, 8, 8))]
     assert get("tvm").unsupported_ops(model) == []
     bundle_dir = tmp_path / "bundle"
     _compile(model, "host", bundle_dir)
-    inputs = _random_inputs(model, seed=6)
-    outputs = _run_bundle(bundle_dir, inputs, tmp_path)
-    session = onnxruntime.InferenceSession(str(model.path), providers=["CPUExecutionProvider"])
-    for sample in range(SAMPLES):
-        expected = session.run(["logits", "features"], {"x": inputs[0][sample]})
-        for got, want in zip(outputs, expected):
-            np.testing.assert_allclose(got[sample], want, atol=1e-4)
-
-
-def _tflite_file(path: Path, build) -> ModelInfo:
-    path.write_bytes(build())
-    return _tflite_info(path)
+    inputs = _inputs(model, seed=6)
+    outputs = _run(bundle_dir, inputs)
+    expected = reference_outputs(model, inputs)  # ONNX Runtime's
+    assert len(outputs) == len(expected) == 2
+    for got, want in zip(outputs, expected):
+        np.testing.assert_allclose(got, want, atol=1e-4)
 
 
 def test_unsupported_tflite_ops_are_named(tflite_models, tmp_path):
@@ -331,6 +260,7 @@ def test_unsupported_onnx_ops_are_named(tmp_path):
     assert get("tvm").unsupported_ops(model) == ["Celu"]
 
 
+@pytest.mark.fast
 def test_missing_cross_compiler_says_how_to_install():
     target = dataclasses.replace(load_target("rpi4"), cross_prefix="riscv64-unknown-linux-gnu-")
     with pytest.raises(MissingTool) as caught:
@@ -349,6 +279,7 @@ def test_compiler_failure_quotes_its_stderr(tmp_path):
         cross.run_tool([gxx, "-c", "broken.cpp"], cwd=tmp_path)
 
 
+@pytest.mark.fast
 def test_absent_target_runtime_asks_for_bootstrap(tmp_path, monkeypatch):
     monkeypatch.setenv("EDGEYARD_CACHE", str(tmp_path))
     with pytest.raises(MissingTool, match=r"run \./bootstrap\.sh\.$"):
@@ -357,6 +288,7 @@ def test_absent_target_runtime_asks_for_bootstrap(tmp_path, monkeypatch):
     assert {p.name for p in host_dir.iterdir()} >= {"libtvm_runtime.so", "libtvm_ffi.so"}
 
 
+@pytest.mark.fast
 def test_versions_are_cheap_and_complete():
     import importlib.metadata
 
@@ -384,7 +316,7 @@ def test_fully_connected_on_a_rank4_input_keeps_the_models_output_shape(tmp_path
     model = _tflite_file(tmp_path / "pooled_dense.tflite", pooled_dense)
     assert model.outputs[0].shape == (1, 5)
     _compile(model, "host", tmp_path / "bundle")
-    inputs = _random_inputs(model, seed=1)
-    outputs = _run_bundle(tmp_path / "bundle", inputs, tmp_path / "run")
+    inputs = _inputs(model, seed=1)
+    outputs = _run(tmp_path / "bundle", inputs)
     assert outputs[0].shape[1:] == (1, 5)  # samples x the output shape
-    np.testing.assert_allclose(outputs[0], _litert_outputs(model, inputs)[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(outputs[0], reference_outputs(model, inputs)[0], rtol=1e-5, atol=1e-5)

@@ -2,10 +2,12 @@ import numpy as np
 import pytest
 
 from toolchain.pipeline import validate
-from toolchain.pipeline.bench import latency_ms
+from toolchain.pipeline.stats import latency_ms
 from toolchain.options import parse_input_shapes
 from toolchain.errors import BadInput
 from toolchain.model.info import ModelInfo, TensorInfo
+
+pytestmark = pytest.mark.fast  # numpy only: no framework, no compiler
 
 FLOAT_OUT = TensorInfo("probs", (1, 4), "float32")
 INT8_OUT = TensorInfo("q", (1, 4), "int8", (0.1, -3))
@@ -94,7 +96,7 @@ def test_parse_input_shapes():
 
 
 def test_labels_as_indices_columns_or_one_hot_give_the_same_classes():
-    from toolchain.pipeline.accuracy import class_indices
+    from toolchain.model.data import class_indices
 
     classes = np.array([2, 0, 1])
     for labels in (classes, classes[:, None], np.eye(3)[classes]):

@@ -42,7 +42,7 @@ def tiny_int8_tflite(tiny_keras, tmp_path_factory) -> Path:
 
 def _compile(model_path: Path, target, bundle_dir: Path) -> dict:
     bundle_dir.mkdir(parents=True)
-    return get("vela").compile(CompileRequest(load_model(model_path), target, bundle_dir, lambda _: None))
+    return get("vela").compile(CompileRequest(load_model(model_path), target, bundle_dir, lambda _: None)).manifest
 
 
 def _check_estimate(estimate: dict, target) -> None:
@@ -120,6 +120,7 @@ def test_mlperf_tiny_float_model_is_refused(tmp_path):
         _compile(MLPERF_TINY / "vww_96_float.tflite", load_target(TARGET), tmp_path / "bundle")
 
 
+@pytest.mark.fast
 def test_profiles_name_every_vela_setting():
     for name in (TARGET, "corstone300-ethos-u65"):
         target = load_target(name)

@@ -22,6 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .atomic import atomic_write
 from .errors import BadInput, BuildError
 
 BUNDLE = "bundle"  # the bundle's folder inside a build folder
@@ -68,7 +69,7 @@ def write_manifest(bundle_dir: Path, backend: str, target: str, entry: Entry, in
         "files": file_records(bundle_dir),
         **(extra or {}),
     }
-    (bundle_dir / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
+    atomic_write(bundle_dir / MANIFEST, json.dumps(manifest, indent=2) + "\n")
     return manifest
 
 

@@ -7,7 +7,7 @@ import time
 import traceback
 from typing import Callable
 
-from .errors import EdgeyardError, EXIT_BUILD_FAILED
+from .errors import EXIT_BUILD_FAILED, EdgeyardError
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -16,7 +16,14 @@ def table(headers: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(headers), line(["-" * w for w in widths]), *(line(r) for r in rows)])
 
 
-class Progress:
+Progress = Callable[[str], None]  # how every stage reports a step: a callable taking one line
+
+
+def quiet(_: str) -> None:
+    """The Progress of callers that want no lines (the API's default)."""
+
+
+class ProgressPrinter:
     """Prints each step as it starts, with the time since the command began (stdout: stderr is for errors)."""
 
     def __init__(self, stream=sys.stdout):

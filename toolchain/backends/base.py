@@ -8,12 +8,11 @@ its own module, its templates and, for a report section, templates/sections/<key
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
+from ..console import Progress
 from ..model.info import ModelInfo
 from ..target.profile import Target
-
-Progress = Callable[[str], None]
 
 
 @dataclass(frozen=True)

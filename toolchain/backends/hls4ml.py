@@ -30,13 +30,13 @@ import warnings
 from pathlib import Path
 
 from .. import bundle, proc
-from ..hostenv import cross
 from ..codegen import c_identifier, render
 from ..errors import BadInput, BuildError, MissingTool, reason
+from ..hostenv import cross
 from ..model.info import ModelInfo
 from . import register
-from .base import BackendCaps, CompileRequest, CompileResult, ReportSection
 from ._python_runtime import tensor_spec
+from .base import BackendCaps, CompileRequest, CompileResult, ReportSection
 
 PROJECT = "hls_project"
 CSIM_LIBRARY = "csim.so"
@@ -240,15 +240,15 @@ class Hls4mlBackend:
             "estimate": NO_ESTIMATE,
             "layers": _layer_table(hls_model),
         }
-        tolerance = {"float32": allowed_error,
+        allowed = {"float32": allowed_error,
                      "basis": f"{TOLERANCE_LSB} LSB of the narrowest fixed-point type ({min(precisions, key=fraction_bits)})"}
         manifest = bundle.write_manifest(
             bundle_dir, self.name, target.name, entry, model.inputs, model.outputs,
-            extra={"fpga": summary, "tolerance": tolerance, "requires": {"python": "3", "packages": ["numpy"]}},
+            extra={"fpga": summary, "tolerance": allowed, "requires": {"python": "3", "packages": ["numpy"]}},
         )  # fmt: skip
         line = (f"FPGA {summary['part']} at {summary['clock_mhz']} MHz, {summary['precision']}: C simulation built in "
                 f"{summary['csim_build_seconds']:.1f} s; resources and latency: {summary['estimate']}")
-        return CompileResult(manifest, [ReportSection("fpga", summary, line)], tolerance=tolerance)
+        return CompileResult(manifest, [ReportSection("fpga", summary, line)], tolerance=allowed)
 
     def versions(self) -> dict[str, str]:
         try:

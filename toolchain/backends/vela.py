@@ -29,7 +29,13 @@ from ..codegen import c_identifier, render
 from ..errors import BadInput, BuildError, MissingTool, output_tail
 from ..model.info import ModelInfo
 from . import register
-from .base import BackendCaps, CompileRequest, CompileResult, ReportSection, memory_section
+from .base import (
+    BackendCaps,
+    CompileRequest,
+    CompileResult,
+    ReportSection,
+    memory_section,
+)
 
 ESTIMATE_LABEL = "Vela performance estimate"
 SUMMARY = "vela_summary.csv"

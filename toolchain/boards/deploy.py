@@ -14,13 +14,12 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from ..bundle import BUNDLE, MANIFEST, verify
+from ..console import Progress, quiet
 from ..errors import BadInput, BuildError
 from .ssh import SshLink, remote_path
 
-Progress = Callable[[str], None]
 REMOTE_ROOT = "edgeyard"  # under the login folder on the board
 
 
@@ -43,7 +42,7 @@ def default_remote_dir(out_dir: Path) -> str:
 
 def deploy(out_dir: Path, host: str, port: int | None = None, identity: Path | None = None,
            known_hosts: Path | None = None, remote_dir: str | None = None,
-           progress: Progress = lambda _: None) -> Deployment:
+           progress: Progress = quiet) -> Deployment:
     """Copy the bundle of the build in `out_dir` to the board at `host` (see the module's docstring)."""
     out_dir = Path(out_dir)
     if not (out_dir / "report.json").is_file():
@@ -52,7 +51,7 @@ def deploy(out_dir: Path, host: str, port: int | None = None, identity: Path | N
     return deploy_bundle(out_dir / BUNDLE, link, remote_dir or default_remote_dir(out_dir), progress)
 
 
-def deploy_bundle(bundle_dir: Path, link: SshLink, remote_dir: str, progress: Progress = lambda _: None) -> Deployment:
+def deploy_bundle(bundle_dir: Path, link: SshLink, remote_dir: str, progress: Progress = quiet) -> Deployment:
     remote_dir = remote_path(remote_dir)
     progress(f"checking {bundle_dir} against its {MANIFEST}")
     manifest = verify(bundle_dir)

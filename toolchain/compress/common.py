@@ -12,10 +12,9 @@ from typing import Callable
 import numpy as np
 
 from ..atomic import atomic_file, atomic_write
-from ..model.data import TRAINING_KEYS, class_indices
 from ..errors import BadInput
+from ..model.data import TRAINING_KEYS, class_indices
 
-Progress = Callable[[str], None]
 SEED = 1234
 BATCH_SIZE = 32
 OUTPUT_DIR = Path("build") / "compress"

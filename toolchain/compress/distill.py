@@ -11,9 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import Progress, quiet
 from ..errors import BadInput
 from . import common
-from .common import CompressResult, Progress
+from .common import CompressResult
 
 DEFAULT_STUDENT = "width=0.5"
 DEFAULT_EPOCHS = 60
@@ -22,7 +23,7 @@ LEARNING_RATE = 1e-2  # the student starts from fresh weights: the default model
 
 def distill(teacher: Path | None, student: str = DEFAULT_STUDENT, data: Path | None = None, temperature: float = 4.0,
             alpha: float = 0.1, epochs: int = DEFAULT_EPOCHS, out: Path | None = None,
-            progress: Progress = lambda _: None) -> CompressResult:
+            progress: Progress = quiet) -> CompressResult:
     """Distil the teacher (default: the embedded digits CNN) into `student`: width=X (the teacher's
     architecture with every hidden layer's channels times X, fresh weights) or a .keras architecture file."""
     width, student_path = _parse_student(student)

@@ -12,16 +12,17 @@ from pathlib import Path
 
 import numpy as np
 
+from ..console import Progress, quiet
 from ..errors import BadInput
 from . import common
-from .common import CompressResult, Progress
+from .common import CompressResult
 
 DEFAULT_EPOCHS = 10
 FINE_TUNE_LEARNING_RATE = 1e-3
 
 
 def prune(model: Path | None, sparsity: float, structured: bool, data: Path | None = None,
-          epochs: int = DEFAULT_EPOCHS, out: Path | None = None, progress: Progress = lambda _: None) -> CompressResult:
+          epochs: int = DEFAULT_EPOCHS, out: Path | None = None, progress: Progress = quiet) -> CompressResult:
     """Prune the Keras model (default: the embedded digits CNN) and fine-tune it for `epochs` on `data`."""
     if not 0 < sparsity < 1:
         raise BadInput(f"--sparsity must be between 0 and 1 (exclusive), not {sparsity}.")

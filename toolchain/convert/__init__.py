@@ -9,9 +9,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from ..atomic import atomic_file
-from ..errors import BadInput, BuildError
+from ..errors import BadInput, BuildError, reason
 from ..model import ModelInfo, TensorInfo, load_model
-from ..errors import reason
 
 ONNX_OPSET = 17  # supported by tf2onnx 1.17, ONNX Runtime and TVM's ONNX frontend
 

@@ -16,9 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import atomic_file
-from ..errors import BadInput, BuildError
+from ..errors import BadInput, BuildError, reason
 from ..model import ModelInfo, model_format, model_sha256
-from ..errors import reason
 from ..model.data import CALIBRATION_KEYS
 from ..pipeline.validate import FLOAT_TOLERANCE
 from . import _reload
@@ -239,7 +238,12 @@ def to_quantized_onnx(info: ModelInfo, out_dir: Path, mode: str,
 
 
 def _static_int8_onnx(info: ModelInfo, target: Path, calibration: np.ndarray) -> tuple[ModelInfo, str]:
-    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
 
     from ..model.reference import reference_outputs
 

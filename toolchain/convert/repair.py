@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import Callable
 
 from ..atomic import atomic_file
-from ..model import ModelInfo
 from ..errors import reason
+from ..model import ModelInfo
 from . import ONNX_OPSET, _reload
 
 # The oldest opset whose op forms TVM's ONNX frontend reads; older models are upgraded to ONNX_OPSET.

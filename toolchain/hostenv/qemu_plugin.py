@@ -19,9 +19,9 @@ from typing import Callable
 
 from .. import proc
 from ..atomic import atomic_file
-from .debian import AptConfig
 from ..errors import BuildError, MissingTool
 from ..paths import cache_dir
+from .debian import AptConfig
 
 Progress = Callable[[str], None]
 

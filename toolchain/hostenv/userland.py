@@ -29,10 +29,10 @@ from typing import Callable
 
 from .. import proc
 from ..atomic import staged_dir
-from .debian import KEYRING, RELEASE, AptConfig
 from ..errors import BadInput, BuildError, MissingTool
 from ..paths import cache_dir
 from ..target.profile import Target
+from .debian import KEYRING, RELEASE, AptConfig
 
 Progress = Callable[[str], None]
 

@@ -9,10 +9,9 @@ import onnx
 import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
-from ..errors import BadInput
+from ..errors import BadInput, reason
 from .info import ModelInfo, TensorInfo
 from .pinning import check_input_names, pin_shape, pinning_repairs
-from ..errors import reason
 
 # Operand index of the weight (convolutions) or left matrix (matmuls) whose shape sets the MAC count.
 CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}

@@ -9,9 +9,8 @@ from typing import Callable
 
 import numpy as np
 
-from ..errors import BadInput, BuildError, EdgeyardError
+from ..errors import BadInput, BuildError, EdgeyardError, reason
 from .info import ModelInfo
-from ..errors import reason
 
 FRAMEWORKS = {"keras": "tensorflow", "savedmodel": "tensorflow", "tflite": "litert", "onnx": "onnxruntime"}
 # Distributions behind each framework; the first one installed gives the version.

@@ -11,10 +11,9 @@ from dataclasses import dataclass
 from math import prod
 from pathlib import Path
 
-from ..errors import BadInput
+from ..errors import BadInput, reason
 from .info import ModelInfo, TensorInfo
 from .pinning import check_input_names, pin_shape, pinning_repairs
-from ..errors import reason
 
 # What load_savedmodel does to every SavedModel, listed among the model's repairs.
 SAVEDMODEL_LOADER = ("serving signature read with the TF1 SavedModel loader (the TF2 loader rejects some, "
@@ -209,7 +208,9 @@ def _graph_summary(function) -> GraphSummary:
     """What the function's graph computes, read after freezing it: that inlines nested function calls,
     so every op is visible with its static shapes."""
     # Private module, but the only TF2 freezer; tf2onnx relies on it too.
-    from tensorflow.python.framework.convert_to_constants import convert_variables_to_constants_v2
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
 
     frozen = convert_variables_to_constants_v2(function)
     operations = frozen.graph.get_operations()

@@ -7,10 +7,9 @@ from pathlib import Path
 
 import tflite
 
-from ..errors import BadInput
+from ..errors import BadInput, reason
 from .info import ModelInfo, TensorInfo
 from .pinning import check_input_names, pin_shape, pinning_repairs
-from ..errors import reason
 
 OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
 # TensorType names are numpy dtype names once lower-cased (FLOAT32 -> float32); RESOURCE, STRING etc. stay labels.

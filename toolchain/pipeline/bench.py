@@ -6,12 +6,13 @@ from pathlib import Path
 
 from .. import runners
 from ..bundle import BUNDLE, entry_of, read_manifest
+from ..console import Progress, quiet
 from ..errors import BadInput, BuildError, EdgeyardError
 from ..model.info import ModelInfo, TensorInfo
 from ..options import BuildOptions
 from ..target.profile import Target
 from . import report, stats, validate
-from .build import NO_RUNNER, BuildResult, Progress, build, quiet, target_of
+from .build import NO_RUNNER, BuildResult, build, target_of
 
 
 def _probe_inputs(manifest: dict, bundle_dir: Path) -> list:

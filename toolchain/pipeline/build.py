@@ -11,13 +11,20 @@ import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
 
 from .. import __version__, backends, runners
 from ..atomic import staged_dir
 from ..backends.base import Backend, CompileRequest, CompileResult
 from ..bundle import BUNDLE, entry_of
-from ..errors import EXIT_BUILD_FAILED, BadInput, BuildError, EdgeyardError, MissingTool, short_reason
+from ..console import Progress, quiet
+from ..errors import (
+    EXIT_BUILD_FAILED,
+    BadInput,
+    BuildError,
+    EdgeyardError,
+    MissingTool,
+    short_reason,
+)
 from ..model import model_sha256
 from ..model.info import ModelInfo
 from ..options import BuildOptions
@@ -26,13 +33,8 @@ from ..target.profile import Target, load_target
 from ..target.settings import with_settings
 from . import cache, report, stats, validate
 
-Progress = Callable[[str], None]
 NO_RUNNER = "no runner of the target is available"
 AUTO = "auto"  # --backend auto: the target's backends in its order of preference, the first that builds and validates
-
-
-def quiet(_: str) -> None:
-    pass
 
 
 @dataclass

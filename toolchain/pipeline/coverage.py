@@ -10,13 +10,13 @@ matrix goes to <out>/coverage.json and coverage.md.
 import time
 from pathlib import Path
 
-from . import report
-from .build import AUTO, AllBackendsFailed, BuildOptions, Progress, quiet, build
-from ..errors import short_reason
-from ..errors import BadInput, EdgeyardError
+from ..console import Progress, quiet
+from ..errors import BadInput, EdgeyardError, short_reason
 from ..model import SUFFIX_FORMATS
-from ..target.profile import load_target
 from ..options import DEFAULT_SAMPLES
+from ..target.profile import load_target
+from . import report
+from .build import AUTO, AllBackendsFailed, BuildOptions, build
 from .validate import NOT_RUN
 
 DEFAULT_OUT = Path("build") / "coverage"

@@ -12,13 +12,14 @@ import shutil
 from dataclasses import replace
 from pathlib import Path
 
-from . import report
 from .. import proc
 from ..backends.hls4ml import PROJECT, SYNTHESIS_TOOL
 from ..bundle import BUNDLE
-from .build import BuildOptions, BuildResult, Progress, build, quiet, target_of
 from ..codegen import render
+from ..console import Progress, quiet
 from ..errors import BadInput, BuildError
+from . import report
+from .build import BuildOptions, BuildResult, build, target_of
 
 SYNTHESIS_DIR = "synthesis"
 LOG = "synthesis.log"

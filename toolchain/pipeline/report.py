@@ -1,10 +1,9 @@
 """report.json (its keys are pinned: docs/reports.md) and report.md in the build folder, and the console summaries."""
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
+from ..atomic import atomic_write
 from ..codegen import render
 from ..console import table
 from ..errors import short_reason
@@ -27,22 +26,12 @@ def write_coverage(out_dir: Path, coverage: dict) -> None:
 
 def _write_json_and_markdown(out_dir: Path, stem: str, data: dict) -> None:
     """<stem>.json and <stem>.md (from templates/<stem>.md.j2); each replaces its old version atomically."""
-    _atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=2) + "\n")
-    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=f".{stem}.md.")
-    os.close(fd)
-    render(f"{stem}.md.j2", Path(tmp), **{stem: data})
-    os.replace(tmp, out_dir / f"{stem}.md")
+    atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=2) + "\n")
+    render(f"{stem}.md.j2", out_dir / f"{stem}.md", **{stem: data})
 
 
 def read(out_dir: Path) -> dict:
     return json.loads((out_dir / "report.json").read_text())
-
-
-def _atomic_write(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
 
 
 def summary(report: dict) -> str:

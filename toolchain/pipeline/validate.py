@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..options import DEFAULT_SAMPLES
 from ..model.data import eval_split
 from ..model.info import ModelInfo, TensorInfo
+from ..options import DEFAULT_SAMPLES
 
 # Float tolerance: |artifact - reference| <= FLOAT_TOLERANCE[dtype] * max(1, max |reference|).
 FLOAT_TOLERANCE = {"float32": 1e-4, "float16": 1e-2}

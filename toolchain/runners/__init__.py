@@ -1,7 +1,15 @@
 """Runner registry: each module in this package registers one runner on import."""
 
 from ..registry import Registry
-from .base import Connection, Runner, RunnerCaps, RunRequest, RunResult, check_caps, run_bundle
+from .base import (
+    Connection,
+    Runner,
+    RunnerCaps,
+    RunRequest,
+    RunResult,
+    check_caps,
+    run_bundle,
+)
 
 RUNNERS: Registry[Runner] = Registry("runner", __name__)
 

@@ -6,15 +6,15 @@ Runners that reach a board (ssh, tvm-rpc) get a Connection and move the files th
 """
 
 import os
-import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from .. import proc
 from ..bundle import Entry, entry_of
-from ..errors import BadInput, BuildError
+from ..errors import BadInput, BuildError, output_tail
 from ..target.profile import Target
 
 
@@ -170,12 +170,10 @@ def _execute_here(runner: Runner, request: RunRequest) -> None:
     argv = argv + [str(request.in_dir), str(request.out_dir), str(request.samples), str(request.warmup),
                    str(request.repeat)]
     try:
-        proc = subprocess.run(argv, cwd=bundle_dir, env={**os.environ, **env}, capture_output=True, text=True,
-                              timeout=timeout_s)
-    except subprocess.TimeoutExpired:
+        result = proc.run(argv, cwd=bundle_dir, env={**os.environ, **env}, timeout_s=timeout_s, check=False)
+    except proc.TimedOut:
         raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} did not finish within "
                          f"{timeout_s:.0f} s on runner {runner.name}.") from None
-    if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+    if result.returncode != 0:
         raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} failed on runner {runner.name} "
-                         f"(exit {proc.returncode}): {' | '.join(tail)}")
+                         f"(exit {result.returncode}): {output_tail(result.stdout, result.stderr)}")

@@ -2,10 +2,10 @@
 
 Native bundles (TVM's runner, or the one executable of a board without a TVM runtime) run against
 the cross toolchain's sysroot, the emulator command's -L folder. Python bundles (LiteRT, ONNX Runtime) run on the board's python3 in the emulated
-Debian 12 userland (toolchain/userland.py), which takes -L's place and shows the board's
+Debian 12 userland (toolchain/hostenv/userland.py), which takes -L's place and shows the board's
 /proc/cpuinfo, so the wheels pick the kernels they would pick on the board.
 
-Instructions per inference come from the counting plugin (toolchain/qemu_plugin.py): two untimed
+Instructions per inference come from the counting plugin (toolchain/hostenv/qemu_plugin.py): two untimed
 runs on one thread, of sample 0 once and of sample 0 repeated; the difference of their counts
 divided by the difference in samples is what one more inference executes (with copying its input
 in and its output out), start-up and loading cancelling out. Untimed, because a run that writes
@@ -21,9 +21,9 @@ from pathlib import Path
 import numpy as np
 
 from .. import proc
-from ..hostenv import qemu_plugin, userland
 from ..bundle import Entry, entry_of
 from ..errors import MissingTool
+from ..hostenv import qemu_plugin, userland
 from ..target.profile import Target
 from . import register
 from .base import Runner, RunnerCaps, RunRequest

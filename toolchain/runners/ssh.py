@@ -1,17 +1,16 @@
 """The ssh runner: a bundle runs on a real Linux board reached over SSH (`--host USER@ADDRESS`).
 
-The bundle is deployed first (toolchain/deploy.py: checked against manifest.json, copied, checked
+The bundle is deployed first (toolchain/boards/deploy.py: checked against manifest.json, copied, checked
 again on the board; nothing is copied when the board already has it). Each run then copies the
 inputs to a temporary folder on the board, runs the bundle's own `./run.sh IN OUT SAMPLES WARMUP
 REPEAT` there, copies the outputs and timings back and removes the folder. The figures are the
 board's own: not emulated.
 """
 
-from pathlib import Path
 
 from ..boards import deploy
-from ..bundle import Entry
 from ..boards.ssh import SshLink, remote_path
+from ..bundle import Entry
 from ..target.profile import Target
 from . import register
 from .base import Connection, Runner, RunnerCaps, RunRequest

@@ -36,7 +36,9 @@ class TvmBackend:
                 from .firmware import compile_for_microcontroller
 
                 return compile_for_microcontroller(request)
-            from .static_linux import compile_linux_executable  # in one Linux executable
+            from .static_linux import (
+                compile_linux_executable,  # in one Linux executable
+            )
 
             return compile_linux_executable(request)
         if target.tvm_target["kind"] == "cuda":  # NVIDIA GPUs: device code built with the CUDA toolkit

@@ -31,12 +31,11 @@ from pathlib import Path
 
 from ... import bundle, proc
 from ...atomic import atomic_file
-from ...hostenv import cross, tvm_runtimes
 from ...codegen import render
-from ...errors import BadInput, BuildError, MissingTool, output_tail
+from ...errors import BadInput, BuildError, MissingTool, output_tail, reason
+from ...hostenv import cross, tvm_runtimes
 from ...paths import cache_dir
 from ..base import CompileRequest, CompileResult, Progress, ReportSection
-from ...errors import reason
 from .frontend import imported_module
 from .shared_runtime import MODEL_LIBRARY, RUNNER, compile_runner
 

@@ -18,8 +18,8 @@ from fractions import Fraction
 from pathlib import Path
 
 from ... import bundle
-from ...hostenv import cross
 from ...errors import BuildError
+from ...hostenv import cross
 from ...model.info import ModelInfo
 from ...paths import FIRMWARE_DIR
 from ...target.profile import Target

@@ -22,13 +22,12 @@ import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ...hostenv import cross
 from ...codegen import c_identifier, render
-from ...errors import BadInput, BuildError
+from ...errors import BadInput, BuildError, reason
+from ...hostenv import cross
 from ...model.info import ModelInfo, TensorInfo
 from ...target.profile import Target
 from ..base import CompileRequest
-from ...errors import reason
 from .frontend import DL_TYPES, imported_module, static_signature
 
 SOURCES = "src"

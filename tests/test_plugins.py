@@ -1,0 +1,53 @@
+"""The plug-in registries hold exactly the plug-ins shipped (like west's test_imports), and loading them all is
+cheap: no machine-learning framework is imported until a plug-in is used."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import PROJECT_ROOT
+
+pytestmark = pytest.mark.fast
+
+REGISTRIES = {
+    "toolchain.backends": ["hls4ml", "litert", "onnxruntime", "tvm", "vela"],
+    "toolchain.runners": ["cuda", "csim", "host", "qemu-system", "qemu-user", "ssh", "tvm-rpc"],
+    "toolchain.boards.flashers": ["openocd", "pyocd", "st-flash"],
+}
+FRAMEWORKS = ("tensorflow", "keras", "tvm", "onnxruntime")
+
+
+@pytest.mark.parametrize("package", sorted(REGISTRIES))
+def test_registry_holds_exactly_the_shipped_plugins(package):
+    import importlib
+
+    registry = importlib.import_module(package)
+    assert registry.names() == sorted(REGISTRIES[package])
+    for name in REGISTRIES[package]:
+        assert registry.get(name).name == name
+
+
+def test_loading_every_registry_imports_no_framework():
+    """In a fresh interpreter: this one may have imported the frameworks for other tests."""
+    probe = ("import importlib, json, sys\n"
+             f"for package in {sorted(REGISTRIES)!r}:\n"
+             "    registry = importlib.import_module(package)\n"
+             "    [registry.get(name) for name in registry.names()]\n"
+             f"print(json.dumps([m for m in {FRAMEWORKS!r} if m in sys.modules]))\n")
+    result = subprocess.run([sys.executable, "-c", probe], cwd=PROJECT_ROOT, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout) == []
+
+
+@pytest.mark.parametrize("package,kind", [("toolchain.backends", "backend"), ("toolchain.runners", "runner"),
+                                          ("toolchain.boards.flashers", "probe")])
+def test_unknown_name_lists_the_known_ones(package, kind):
+    import importlib
+
+    from toolchain.errors import BadInput
+
+    known = ", ".join(sorted(REGISTRIES[package]))
+    with pytest.raises(BadInput, match=f"^unknown {kind} 'nope'; known {kind}s: {known}\\.$"):
+        importlib.import_module(package).get("nope")
