@@ -68,3 +68,13 @@ def test_no_capability_probing():
               for i, line in enumerate(path.read_text().splitlines(), 1)
               if re.search(r"\b(hasattr|getattr)\(", line)]
     assert not probes, "\n".join(probes)
+
+
+def test_no_undefined_or_unused_names():
+    """pyflakes' rules (ruff F): an undefined name is a crash waiting on a rare path; an unused import is a lie."""
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "ruff", "check", "--select", "F", "--quiet", "toolchain", "tests",
+                             "tasks.py", "setup.py"], cwd=PACKAGE.parent, capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout[-3000:]

@@ -117,10 +117,11 @@ def test_atomic_write_failure_keeps_the_old_file_and_no_temporary(tmp_path):
     assert target.read_text() == "old" and [p.name for p in tmp_path.iterdir()] == ["a.txt"]
 
 
-def test_atomic_file_keeps_the_suffix_and_cleans_up_on_failure(tmp_path):
+def test_atomic_file_keeps_the_name_and_cleans_up_on_failure(tmp_path):
     target = tmp_path / "sub" / "model.onnx"
     with atomic.atomic_file(target) as temporary:
-        assert temporary.parent == target.parent and temporary.suffix == ".onnx" and temporary.name.startswith(".")
+        assert temporary.name == target.name and temporary.parent.parent == target.parent
+        assert temporary.parent.name.startswith(".")  # hidden while it is written
         temporary.write_text("v1")
         assert not target.exists()
     assert target.read_text() == "v1"

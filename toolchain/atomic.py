@@ -10,8 +10,8 @@ from pathlib import Path
 
 
 def _partial(path: Path) -> Path:
-    """A hidden, unique name beside `path` that keeps its suffix (some writers check it: keras.save)."""
-    return path.with_name(f".{path.stem}.partial-{secrets.token_hex(4)}{path.suffix}")
+    """A hidden, unique name beside `path`."""
+    return path.with_name(f".{path.name}.partial-{secrets.token_hex(4)}")
 
 
 def atomic_write(path: Path | str, data: str | bytes, mode: int | None = None) -> Path:
@@ -32,16 +32,15 @@ def atomic_write(path: Path | str, data: str | bytes, mode: int | None = None) -
 
 @contextmanager
 def atomic_file(path: Path | str):
-    """A temporary path beside `path` for a writer that takes a file name (onnx.save, a compiler's -o):
-    when the block ends it replaces `path`; when the block fails it vanishes. Creates the folder."""
+    """A temporary path for a writer that takes a file name (onnx.save, keras save, a compiler's -o):
+    `path`'s own name in a hidden folder beside it (writers and readers that derive names from it see
+    the real one). When the block ends it replaces `path`; when the block fails it vanishes."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = _partial(path)
-    try:
+    with tempfile.TemporaryDirectory(prefix=f".{path.name}.partial-", dir=path.parent) as staging:
+        temporary = Path(staging) / path.name
         yield temporary
         os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
 
 
 @contextmanager

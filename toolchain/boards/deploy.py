@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..bundle import BUNDLE, MANIFEST, verify
+from ..bundle import BUNDLE, MANIFEST, sha256_file, verify
 from ..console import Progress, quiet
 from ..errors import BadInput, BuildError
 from .ssh import SshLink, remote_path
