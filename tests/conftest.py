@@ -190,11 +190,12 @@ def run_protocol(bundle_dir: Path, inputs: list[np.ndarray], work_dir: Path, war
             for j, t in enumerate(manifest["outputs"])]
 
 
-def instruction_counts_of_two_benches(built, model: Path) -> list[int]:
-    """`invoke bench` twice (3 runs, no warm-up) on a build that counts instructions: each bench's figure."""
+def assert_benches_count_what_the_build_counted(built, model: Path) -> None:
+    """Bench a build that counts instructions twice (3 runs, no warm-up): both give the build's exact figure."""
     from toolchain.pipeline.bench import run_bench
     from toolchain.pipeline.build import BuildOptions
 
     opts = BuildOptions(target=built.report["target"], model=model, backend=built.report["backend"],
                         out=built.out_dir)
-    return [run_bench(opts, runs=3, warmup=0).report["bench"]["instructions_per_inference"] for _ in range(2)]
+    counts = [run_bench(opts, runs=3, warmup=0).report["bench"]["instructions_per_inference"] for _ in range(2)]
+    assert counts == [built.report["bench"]["instructions_per_inference"]] * 2

@@ -65,6 +65,7 @@ def test_cached_build_imports_no_heavy_library(tmp_path, tiny_tflite):
     assert cached_build_in_fresh_python(tiny_tflite, "litert", tmp_path) == (True, "litert", [])
 
 
+@pytest.mark.slow  # also in test_linux_boards (validated under emulation) and test_tvm_backend (ELF machines)
 def test_rpi4_tvm_runs_under_qemu(tmp_path, tiny_tflite):
     result = _build(tmp_path, "rpi4", tiny_tflite, "tvm")
     report = _check_report(result.out_dir, "rpi4", "tvm")
@@ -109,12 +110,12 @@ def test_unavailable_backend_for_model_format(tmp_path, tiny_onnx):
     assert list(tmp_path.iterdir()) == []
 
 
-FAST = pytest.mark.fast  # refused before any framework is imported
+FAST = pytest.mark.fast  # refused before any framework is imported (bad model files: test_model's fast tests)
 
 
 @pytest.mark.parametrize("args,message", [
-    pytest.param(["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite does not exist", marks=FAST),
-    pytest.param(["--target", "host", "--model", "{tmp}/garbage.tflite"], "garbage.tflite", marks=FAST),
+    (["--target", "host", "--model", "{tmp}/missing.tflite"], "missing.tflite does not exist"),
+    (["--target", "host", "--model", "{tmp}/garbage.tflite"], "garbage.tflite"),
     (["--target", "host", "--model", "{tmp}/garbage.onnx"], "garbage.onnx"),
     pytest.param(["--target", "nope"], "unknown target 'nope'", marks=FAST),
     pytest.param(["--target", "host", "--backend", "nope"], "unknown backend 'nope'", marks=FAST),
@@ -140,6 +141,7 @@ def test_op_the_backend_cannot_import_is_named_with_a_backend_that_can(tmp_path,
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out*"))
 
 
+@pytest.mark.slow  # the default model: test_model; rpi4 tvm: test_linux_boards; the CLI build: the tests above
 def test_default_model_builds_for_rpi4_via_cli(tmp_path):
     result = invoke("build", "--target", "rpi4", "--out", str(tmp_path / "out"))
     assert result.returncode == 0, result.stderr

@@ -25,7 +25,7 @@ from toolchain.model import load_model
 from toolchain.model.reference import reference_outputs
 from toolchain.target.profile import load_target, load_target_file
 
-from conftest import EM_ARM, elf_machine, full_int8_tflite, instruction_counts_of_two_benches
+from conftest import EM_ARM, assert_benches_count_what_the_build_counted, elf_machine, full_int8_tflite
 
 # TF warns when converting to int8 inputs without input statistics: expected, the test needs none.
 pytestmark = pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
@@ -86,8 +86,7 @@ def test_fp32_model_validates_on_emulated_board(fp32_build):
 
 
 def test_instruction_count_is_identical_run_to_run(fp32_build, tiny_tflite):
-    counts = instruction_counts_of_two_benches(fp32_build, tiny_tflite)
-    assert counts == [fp32_build.report["bench"]["instructions_per_inference"]] * 2
+    assert_benches_count_what_the_build_counted(fp32_build, tiny_tflite)
 
 
 def test_int8_model_validates_within_one_lsb(int8_tflite, tmp_path):

@@ -105,6 +105,7 @@ def test_unknown_key_and_unreachable_tracker_fail_fast(farm, host_tvm_build):
         runners.select(target, entry_of(manifest), runners.Connection(rpc=farm))
 
 
+@pytest.mark.slow  # the tvm-rpc runner: test_bundle_runs_on_the_farm_board; the CLI bench: test_ssh
 def test_cli_bench_on_the_farm(farm, tiny_onnx, tmp_path):
     common = ["--target", "host", "--model", str(tiny_onnx), "--out", str(tmp_path / "b"), "--rpc", farm,
               "--key", KEY]

@@ -194,7 +194,8 @@ def test_fp32_tflite_on_rpi4_under_qemu_matches_host(tflite_models, fp32_host_bu
     np.testing.assert_allclose(on_rpi4, expected, atol=1e-4)
 
 
-@pytest.mark.parametrize("target_name", ["host", "rpi4"])
+# rpi4 is slow and repeats host's check under qemu, which test_fp32_tflite_on_rpi4_under_qemu_matches_host makes.
+@pytest.mark.parametrize("target_name", ["host", pytest.param("rpi4", marks=pytest.mark.slow)])
 def test_int8_tflite_matches_litert(tflite_models, target_name, tmp_path, request):
     if target_name == "rpi4":
         request.getfixturevalue("aarch64_runtime")

@@ -48,6 +48,7 @@ def test_tvm_int8_matches_litert(residual_int8, tmp_path):
     assert validation["passed"] and validation["max_abs_error"] <= 1, validation
 
 
+@pytest.mark.slow  # checks the test above, not the toolchain
 def test_stock_frontend_misses_litert_on_the_same_model(residual_int8, tmp_path, monkeypatch):
     """Without the integer converter (the frontend's own float arithmetic) validation fails: the test has teeth."""
     from tvm.relax.frontend.tflite.tflite_frontend import OperatorConverter
