@@ -89,7 +89,12 @@ def find_toolkit() -> Toolkit:
         nvcc = Path(found).resolve()
     version = re.search(r"release [\d.]+, V([\d.]+)", cross.run_tool([nvcc, "--version"], cwd=Path.cwd()).stdout)
     listed = cross.run_tool([nvcc, "--list-gpu-code"], cwd=Path.cwd()).stdout.split()
-    return Toolkit(root=nvcc.parent.parent, nvcc=nvcc, version=version.group(1) if version else "unknown",
+    # nvcc on PATH may be a wrapper script (/usr/local/bin/nvcc execs /usr/local/cuda-13.0/bin/nvcc): its
+    # dry run names the toolkit's real top folder, where lib64/ holds the CUDA runtime.
+    dry_run = subprocess.run([str(nvcc), "--dryrun", "-c", "edgeyard.cu"], capture_output=True, text=True, check=False)
+    top = re.search(r"^#\$ TOP=(.+)$", dry_run.stdout + dry_run.stderr, re.MULTILINE)
+    root = Path(top.group(1).strip()).resolve() if top else nvcc.parent.parent
+    return Toolkit(root=root, nvcc=nvcc, version=version.group(1) if version else "unknown",
                    architectures=tuple(a for a in listed if a.startswith("sm_")))
 
 
