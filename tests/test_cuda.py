@@ -68,6 +68,8 @@ def test_jetson_orin_nano_bundle_holds_sm87_code_and_aarch64_runner(tmp_path, ti
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["cuda"]["device_code"] == ["compute_87", "sm_87"]  # SASS, and PTX for newer GPUs
     assert manifest["cuda"]["toolkit"] == toolkit.label
+    # This toolkit's CUDA runtime is for this machine's CPU, not the board's: JetPack provides the board's.
+    assert manifest["cuda"]["runtime"] is None and "libcudart.so.13" in manifest["cuda"]["requires"]
     validation = result.report["validation"]
     assert validation["ran"] is False and validation["status"].startswith("built, not run on target: cuda:")
     assert result.report["cuda"] == manifest["cuda"]
