@@ -269,8 +269,12 @@ def compile_for_gpu(request: CompileRequest) -> dict:
     if cudart is not None:
         shutil.copy(cudart, lib_dir / cudart.name)
     request.progress(f"linking {MODEL_LIBRARY} with {gxx.name}")
-    # model.so names TVM's CUDA runtime, so loading it registers the loader of its fatbin first.
-    link_options = ["-Wl,--no-as-needed", f"-L{lib_dir}", "-ltvm_runtime_cuda", "-Wl,-rpath,$ORIGIN/lib"]
+    # model.so names TVM's CUDA runtime, so loading it registers the loader of its fatbin first. It is never
+    # unloaded (-z nodelete): TVM unloads it when the program releases it, before it destroys the CUDA module
+    # made from its fatbin, whose code is in TVM's CUDA runtime, unloaded with it: a segfault (every runner's
+    # exit on an H200; loading and releasing model.so does it without a GPU).
+    link_options = ["-Wl,--no-as-needed", f"-L{lib_dir}", "-ltvm_runtime_cuda", "-Wl,-rpath,$ORIGIN/lib",
+                    "-Wl,-z,nodelete"]
     try:
         executable.export_library(str(bundle_dir / MODEL_LIBRARY),
                                   fcompile=tvm.support.cc.cross_compiler(str(gxx), options=link_options))
