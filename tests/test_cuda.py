@@ -128,6 +128,14 @@ esac
     return root
 
 
+def test_cache_key_includes_the_cuda_toolkit_version(tmp_path, monkeypatch, toolkit):
+    assert get("tvm").versions()["cuda-toolkit"] == toolkit.version
+    monkeypatch.setenv("CUDA_PATH", str(_fake_toolkit(tmp_path / "cuda-12.9", "12.9.86")))
+    assert get("tvm").versions()["cuda-toolkit"] == "12.9.86"  # another toolkit, another build
+    monkeypatch.setenv("CUDA_PATH", str(tmp_path / "none"))
+    assert get("tvm").versions()["cuda-toolkit"] == "not installed"
+
+
 def test_toolkit_root_behind_a_wrapper_script(tmp_path, monkeypatch):
     """nvcc on PATH may be a script that execs the toolkit's nvcc: the root (for lib64/libcudart) is the toolkit's."""
     real = _fake_toolkit(tmp_path / "cuda-13.0", "13.0.88")

@@ -269,7 +269,12 @@ class TvmBackend:
         )
 
     def versions(self) -> dict[str, str]:
-        return {**runtimes.installed_versions(), **_compiler_versions()}
+        versions = {**runtimes.installed_versions(), **_compiler_versions()}
+        if any("tvm" in t.backends and t.tvm_target.get("kind") == "cuda" for t in all_targets()):
+            from .tvm_cuda import toolkit_version  # the device code is the CUDA toolkit's
+
+            versions["cuda-toolkit"] = toolkit_version()
+        return versions
 
 
 @lru_cache(maxsize=1)

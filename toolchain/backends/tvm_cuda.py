@@ -101,6 +101,14 @@ def find_toolkit() -> Toolkit:
                    architectures=tuple(a for a in listed if a.startswith("sm_")))
 
 
+def toolkit_version() -> str:
+    """The version of the CUDA toolkit find_toolkit() would use ("not installed" without one), for the cache key."""
+    try:
+        return find_toolkit().version
+    except MissingTool:
+        return "not installed"
+
+
 def check_architecture(arch: str, toolkit: Toolkit) -> None:
     """A clear error when the toolkit cannot build `arch`, naming a toolkit that can."""
     if not re.fullmatch(r"sm_\d+[a-z]?", arch):
