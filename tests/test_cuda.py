@@ -5,6 +5,7 @@ inside model.so, the runner's CPU) and check that the bundle is reported built, 
 """
 
 import json
+import os
 import platform
 import struct
 from pathlib import Path
@@ -63,6 +64,8 @@ def test_jetson_orin_nano_bundle_holds_sm87_code_and_aarch64_runner(tmp_path, ti
     manifest = json.loads((bundle_dir / "manifest.json").read_text())
     assert manifest["cuda"]["device_code"] == ["compute_87", "sm_87"]  # SASS, and PTX for newer GPUs
     assert manifest["cuda"]["toolkit"] == toolkit.label
+    # This toolkit's CUDA runtime is for this machine's CPU, not the board's: JetPack provides the board's.
+    assert manifest["cuda"]["runtime"] is None and "libcudart.so.13" in manifest["cuda"]["requires"]
     validation = result.report["validation"]
     assert validation["ran"] is False and validation["status"].startswith("built, not run on target: cuda:")
     assert result.report["cuda"] == manifest["cuda"]
@@ -106,3 +109,39 @@ def test_x86_64_cuda_bundle(tmp_path, tiny_onnx, toolkit):
     assert device_code(bundle_dir / "model.so") == manifest["cuda"]["device_code"] == ["compute_89", "sm_89"]
     assert _cuda_elf_architectures(bundle_dir / "model.so") == {89}
     assert elf_machine(bundle_dir / "runner") == EM_X86_64
+
+
+def _fake_toolkit(root: Path, version: str) -> Path:
+    """A CUDA toolkit folder whose nvcc answers --version, --list-gpu-code and --dryrun like CUDA's own."""
+    (root / "bin").mkdir(parents=True)
+    nvcc = root / "bin" / "nvcc"
+    nvcc.write_text(f"""#!/bin/sh
+case "$1" in
+  --version) echo "Cuda compilation tools, release {version.rsplit('.', 1)[0]}, V{version}" ;;
+  --list-gpu-code) echo sm_80 sm_87 sm_90 ;;
+  --dryrun) echo "#\\$ TOP={root}/bin/.." >&2 ;;
+esac
+""")
+    nvcc.chmod(0o755)
+    return root
+
+
+def test_cache_key_includes_the_cuda_toolkit_version(tmp_path, monkeypatch, toolkit):
+    assert get("tvm").versions()["cuda-toolkit"] == toolkit.version
+    monkeypatch.setenv("CUDA_PATH", str(_fake_toolkit(tmp_path / "cuda-12.9", "12.9.86")))
+    assert get("tvm").versions()["cuda-toolkit"] == "12.9.86"  # another toolkit, another build
+    monkeypatch.setenv("CUDA_PATH", str(tmp_path / "none"))
+    assert get("tvm").versions()["cuda-toolkit"] == "not installed"
+
+
+def test_toolkit_root_behind_a_wrapper_script(tmp_path, monkeypatch):
+    """nvcc on PATH may be a script that execs the toolkit's nvcc: the root (for lib64/libcudart) is the toolkit's."""
+    real = _fake_toolkit(tmp_path / "cuda-13.0", "13.0.88")
+    wrapper = tmp_path / "usr-local-bin"
+    wrapper.mkdir()
+    (wrapper / "nvcc").write_text(f'#!/bin/sh\nexec {real}/bin/nvcc "$@"\n')
+    (wrapper / "nvcc").chmod(0o755)
+    monkeypatch.delenv("CUDA_PATH", raising=False)
+    monkeypatch.setenv("PATH", f"{wrapper}:{os.environ['PATH']}")
+    found = find_toolkit()
+    assert found.root == real.resolve() and found.version == "13.0.88"

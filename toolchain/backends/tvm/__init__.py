@@ -50,7 +50,12 @@ class TvmBackend:
         return compile_shared(request)
 
     def versions(self) -> dict[str, str]:
-        return {**tvm_runtimes.installed_versions(), **_compiler_versions()}
+        versions = {**tvm_runtimes.installed_versions(), **_compiler_versions()}
+        if any("tvm" in t.backends and t.tvm_target.get("kind") == "cuda" for t in all_targets()):
+            from .cuda import toolkit_version  # the device code is the CUDA toolkit's
+
+            versions["cuda-toolkit"] = toolkit_version()
+        return versions
 
 
 @lru_cache(maxsize=1)

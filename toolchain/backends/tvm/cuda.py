@@ -8,9 +8,11 @@ compiler on the board. The host side is cross-compiled like any tvm bundle.
 The bundle (a tvm bundle, shared_runtime.py):
     model.so    host code and the fatbin; it links lib/libtvm_runtime_cuda.so, TVM's CUDA runtime
     runner      the C++ runner with its tensors on the GPU
-    lib/        libtvm_runtime.so, libtvm_ffi.so and libtvm_runtime_cuda.so for the board's CPU
+    lib/        libtvm_runtime.so, libtvm_ffi.so and libtvm_runtime_cuda.so for the board's CPU, and the
+                toolkit's CUDA runtime libcudart.so.<major> when the toolkit has it for that CPU
     manifest.json with "cuda": the architectures found in model.so, the toolkit, what the board needs
-The board needs the NVIDIA driver (libcuda.so.1) and the CUDA runtime (libcudart) of the major
+The board needs the NVIDIA driver (libcuda.so.1, new enough for the toolkit's CUDA version) and, when
+the bundle carries none (a Jetson: JetPack provides it), the CUDA runtime (libcudart) of the major
 version TVM's wheel was built against.
 
 Building needs TVM's CUDA runtime loaded in this process, and that library links the driver's
@@ -63,6 +65,7 @@ _FATBIN_HEADER = struct.Struct("<IHHQ")  # magic, version, header size, size of 
 _FATBIN_ENTRY = struct.Struct("<HHIQ")  # kind, version, header size, payload size
 _FATBIN_ENTRY_ARCH_OFFSET = 28
 _FATBIN_KINDS = {1: "compute", 2: "sm"}  # PTX for compute_XX, SASS for sm_XX
+_ELF_MACHINES = {"x86_64": 62, "aarch64": 183}  # e_machine of the board's CPU
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,21 @@ def find_toolkit() -> Toolkit:
         nvcc = Path(found).resolve()
     version = re.search(r"release [\d.]+, V([\d.]+)", proc.run([nvcc, "--version"]).stdout)
     listed = proc.run([nvcc, "--list-gpu-code"]).stdout.split()
-    return Toolkit(root=nvcc.parent.parent, nvcc=nvcc, version=version.group(1) if version else "unknown",
+    # nvcc on PATH may be a wrapper script (/usr/local/bin/nvcc execs /usr/local/cuda-13.0/bin/nvcc): its
+    # dry run names the toolkit's real top folder, where lib64/ holds the CUDA runtime.
+    dry_run = proc.run([nvcc, "--dryrun", "-c", "edgeyard.cu"], check=False)
+    top = re.search(r"^#\$ TOP=(.+)$", dry_run.stdout + dry_run.stderr, re.MULTILINE)
+    root = Path(top.group(1).strip()).resolve() if top else nvcc.parent.parent
+    return Toolkit(root=root, nvcc=nvcc, version=version.group(1) if version else "unknown",
                    architectures=tuple(a for a in listed if a.startswith("sm_")))
+
+
+def toolkit_version() -> str:
+    """The version of the CUDA toolkit find_toolkit() would use ("not installed" without one), for the cache key."""
+    try:
+        return find_toolkit().version
+    except MissingTool:
+        return "not installed"
 
 
 def check_architecture(arch: str, toolkit: Toolkit) -> None:
@@ -259,9 +275,17 @@ def compile_for_gpu(request: CompileRequest) -> CompileResult:
     lib_dir = bundle_dir / "lib"
     lib_dir.mkdir()
     shutil.copy(cuda_runtime, lib_dir / CUDA_RUNTIME_LIBRARY)
+    # libtvm_runtime_cuda.so finds it beside itself (its RUNPATH is $ORIGIN): the board then needs only the driver.
+    cudart = _bundled_cudart(toolkit, target.arch)
+    if cudart is not None:
+        shutil.copy(cudart, lib_dir / cudart.name)
     request.progress(f"linking {MODEL_LIBRARY} with {gxx.name}")
-    # model.so names TVM's CUDA runtime, so loading it registers the loader of its fatbin first.
-    link_options = ["-Wl,--no-as-needed", f"-L{lib_dir}", "-ltvm_runtime_cuda", "-Wl,-rpath,$ORIGIN/lib"]
+    # model.so names TVM's CUDA runtime, so loading it registers the loader of its fatbin first. It is never
+    # unloaded (-z nodelete): TVM unloads it when the program releases it, before it destroys the CUDA module
+    # made from its fatbin, whose code is in TVM's CUDA runtime, unloaded with it: a segfault (every runner's
+    # exit on an H200; loading and releasing model.so does it without a GPU).
+    link_options = ["-Wl,--no-as-needed", f"-L{lib_dir}", "-ltvm_runtime_cuda", "-Wl,-rpath,$ORIGIN/lib",
+                    "-Wl,-z,nodelete"]
     try:
         executable.export_library(str(bundle_dir / MODEL_LIBRARY),
                                   fcompile=tvm.support.cc.cross_compiler(str(gxx), options=link_options))
@@ -274,17 +298,30 @@ def compile_for_gpu(request: CompileRequest) -> CompileResult:
     compile_runner(request, gxx, runtime_dir, device="cuda")
     entry = bundle.Entry(kind="native", argv=[f"./{RUNNER}"], arch=target.arch)
     bundle.write_run_script(bundle_dir, "tvm", target.name, entry)
+    cuda_version = ".".join(toolkit.version.split(".")[:2])
+    requires = f"an NVIDIA GPU of {arch} or newer and its driver (libcuda.so.1) for CUDA {cuda_version} or newer"
     cuda = {
         "device_code": embedded,
         "format": "fatbin",
         "toolkit": toolkit.label,
-        "requires": f"an NVIDIA GPU of {arch} or newer, its driver (libcuda.so.1) and the CUDA runtime "
-                    f"libcudart.so.{_cudart_major()}",
+        "runtime": f"lib/{cudart.name} ({toolkit.label})" if cudart is not None else None,
+        "requires": requires if cudart is not None else f"{requires}, and the CUDA runtime libcudart.so.{_cudart_major()}",
     }
     manifest = bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
                                      extra={"tvm_target": target.tvm_target, "cuda": cuda})
     summary = f"GPU device code: {', '.join(cuda['device_code'])} ({cuda['toolkit']})"
     return CompileResult(manifest, [ReportSection("cuda", cuda, summary)])
+
+
+def _bundled_cudart(toolkit: Toolkit, arch: str) -> Path | None:
+    """The toolkit's libcudart.so.<major> that TVM's CUDA runtime links, when it is built for the board's CPU."""
+    library = toolkit.root / "lib64" / f"libcudart.so.{_cudart_major()}"
+    if not library.is_file():
+        return None
+    with open(library, "rb") as f:
+        header = f.read(20)
+    machine = int.from_bytes(header[18:20], "little") if header[:4] == b"\x7fELF" else None
+    return library if machine == _ELF_MACHINES.get(arch) else None
 
 
 def _cudart_major() -> str:
