@@ -45,23 +45,13 @@ def log(line: str = "") -> None:
 # ---------------------------------------------------------------- prepare (edgeyard's environment)
 
 
-def _fatbins(data: bytes) -> list[bytes]:
-    """Every fatbin container in a binary (CUDA's fatbinary_section.h: magic, version, header size, entries size)."""
-    found, start = [], data.find(b"\x50\xed\x55\xba")
-    while start != -1:
-        header_size = int.from_bytes(data[start + 6:start + 8], "little")
-        end = start + header_size + int.from_bytes(data[start + 8:start + 16], "little")
-        found.append(data[start:end])
-        start = data.find(b"\x50\xed\x55\xba", end)
-    return found
-
-
 def prepare(build_dirs: list[Path], dest: Path, samples: int) -> None:
-    from toolchain.pipeline import validate
+    from toolchain.backends.tvm.cuda import fatbins
     from toolchain.model import load_model
     from toolchain.model.default import default_model
     from toolchain.model.info import TensorInfo
     from toolchain.model.reference import reference_name, reference_outputs
+    from toolchain.pipeline import validate
 
     dest.mkdir(parents=True, exist_ok=True)
     default_path, default_data = default_model()
@@ -84,7 +74,7 @@ def prepare(build_dirs: list[Path], dest: Path, samples: int) -> None:
         if inputs.labels is not None:
             np.save(case / "labels.npy", inputs.labels)
         # TVM keeps the fatbin inside its own module blob, where cuobjdump does not look: a copy it can read.
-        for k, fatbin in enumerate(_fatbins((case / "bundle" / "model.so").read_bytes())):
+        for k, fatbin in enumerate(fatbins((case / "bundle" / "model.so").read_bytes())):
             (case / f"model{k}.fatbin").write_bytes(fatbin)
         # The tolerance validate.compare applies to each output, read off a comparison of the reference with itself.
         specs = [TensorInfo(o["name"], tuple(o["shape"]), o["dtype"],

@@ -59,6 +59,15 @@ def test_dry_run_gives_the_exact_commands(built, probe):
 
 
 @pytest.mark.fast
+def test_openocd_refuses_a_path_that_would_break_its_tcl_quoting(built, tmp_path):
+    """OpenOCD reads the path inside a Tcl brace word: a brace in it would end the word early."""
+    odd = built.rename(tmp_path / "a}b")
+    with pytest.raises(BadInput, match=r"openocd cannot be given a path holding braces"):
+        flash(BOARD, odd, "openocd", dry_run=True)
+    assert flash(BOARD, odd, "pyocd", dry_run=True) == _expected("pyocd", odd)  # argv needs no quoting
+
+
+@pytest.mark.fast
 def test_default_probe_comes_from_the_target(built):
     assert flash(BOARD, built, dry_run=True)[0][0] == "pyocd"
 

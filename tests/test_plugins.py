@@ -51,3 +51,47 @@ def test_unknown_name_lists_the_known_ones(package, kind):
     known = ", ".join(sorted(REGISTRIES[package]))
     with pytest.raises(BadInput, match=f"^unknown {kind} 'nope'; known {kind}s: {known}\\.$"):
         importlib.import_module(package).get("nope")
+
+
+# What each shipped runner declares: (reaches a board, counts instructions, emulated).
+RUNNER_CAPS = {
+    "host": (False, False, False), "cuda": (False, False, False), "csim": (False, False, True),
+    "qemu-user": (False, True, True), "qemu-system": (False, True, True),
+    "ssh": (True, False, False), "tvm-rpc": (True, False, False),
+}
+
+
+@pytest.mark.parametrize("name", sorted(RUNNER_CAPS))
+def test_runners_declare_their_caps(name):
+    from toolchain import runners
+
+    caps = runners.get(name).caps
+    assert (caps.remote, caps.counts_instructions, caps.emulated) == RUNNER_CAPS[name]
+
+
+def test_a_runner_must_implement_exactly_what_its_caps_promise():
+    from toolchain.runners import Runner, RunnerCaps, check_caps
+
+    class Local(Runner):
+        name, caps = "local", RunnerCaps()
+
+        def command(self, target, entry, threads):
+            return [], {}
+
+    class Boasting(Local):  # says it counts, has no count_instructions
+        name, caps = "boasting", RunnerCaps(counts_instructions=True)
+
+    class Remote(Runner):  # says it reaches a board, implements only the local command
+        name, caps = "remote", RunnerCaps(remote=True)
+
+        def command(self, target, entry, threads):
+            return [], {}
+
+    assert check_caps(Local()).name == "local"
+    with pytest.raises(TypeError, match=r"boasting: its caps promise \['command', 'count_instructions'\]"):
+        check_caps(Boasting())
+    with pytest.raises(TypeError, match=r"remote: its caps promise \['connect', 'execute'\] but it implements "
+                                        r"\['command'\]"):
+        check_caps(Remote())
+    with pytest.raises(TypeError):  # a misspelled capability
+        RunnerCaps(count_instructions=True)

@@ -15,6 +15,7 @@ import pytest
 from toolchain.backends import get
 from toolchain.backends.base import CompileRequest
 from toolchain.pipeline.build import BuildOptions, build
+from toolchain.pipeline.report import summary
 from toolchain.errors import BadInput
 from toolchain.model import load_model
 from toolchain.target.settings import with_settings
@@ -135,3 +136,12 @@ def test_default_model_is_quantized_and_estimated_in_the_report(tmp_path):
     _check_estimate(report["estimate"], load_target(TARGET))
     assert report["memory"]["ram_bytes"] == report["estimate"]["sram_bytes"]
     assert report["validation"]["status"].startswith("built, not run on target: no Ethos-U NPU here")
+    # The backend's sections reach the console summary and report.md without the core naming them.
+    assert [s["key"] for s in report["sections"]] == ["memory", "estimate"]
+    lines = summary(report).splitlines()
+    assert f"memory: flash {report['memory']['flash_bytes']:,} B, RAM {report['memory']['ram_bytes']:,} B" in lines
+    assert any(line.startswith(f"{report['estimate']['label']}: {report['estimate']['npu_cycles']:,} NPU cycles")
+               for line in lines)
+    markdown = (tmp_path / "out" / "report.md").read_text()
+    assert "## Memory" in markdown and f"## {report['estimate']['label']}" in markdown
+    assert f"| NPU cycles per inference | {report['estimate']['npu_cycles']:,} |" in markdown

@@ -27,7 +27,7 @@ class _Timed:
     """A built bundle ready to be timed, and the timings gathered so far."""
 
     built: BuildResult
-    runner: object
+    runner: runners.Runner
     manifest: dict
     inputs: list
     timings_ns: list = field(default_factory=list)

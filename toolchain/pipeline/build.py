@@ -270,8 +270,9 @@ class AllBackendsFailed(EdgeyardError):
 
 def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResult:
     """--backend auto: build() with each of the target's backends in its order of preference until one imports,
-    compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That build becomes the auto folder's (build/<target>/<stem>/auto/ or
-    --out), and its report lists every backend tried with what stopped it ("attempts")."""
+    compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That
+    build becomes the auto folder's (build/<target>/<stem>/auto/ or --out), and its report lists every backend
+    tried with what stopped it ("attempts")."""
     target = target_of(opts)
     plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
     out_dir = build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out)

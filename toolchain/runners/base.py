@@ -5,6 +5,7 @@ bundle's entry program with IN_DIR OUT_DIR SAMPLES WARMUP REPEAT, and reads outp
 Runners that reach a board (ssh, tvm-rpc) get a Connection and move the files themselves.
 """
 
+import math
 import os
 import tempfile
 from dataclasses import dataclass
@@ -73,6 +74,11 @@ class RunRequest:
     repeat: int
     threads: int
     timeout_s: float
+
+    def first_sample(self) -> list[bytes]:
+        """Sample 0 of each input file in IN_DIR: what instruction counting runs."""
+        sizes = [math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize for spec in self.manifest["inputs"]]
+        return [(self.in_dir / f"input{i}.bin").read_bytes()[:size] for i, size in enumerate(sizes)]
 
 
 class Runner:

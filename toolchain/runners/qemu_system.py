@@ -11,16 +11,13 @@ timeout, and turns a hang, a fault or a failure status into one clear line on st
 """
 
 import argparse
-import math
 import shutil
 import sys
 import tempfile
 from pathlib import Path
 
-import numpy as np
-
 from .. import proc
-from ..bundle import Entry
+from ..bundle import Entry, entry_of
 from ..errors import BuildError, MissingTool, output_tail
 from ..target.profile import Target
 from . import register
@@ -59,17 +56,15 @@ class QemuSystemRunner(Runner):
 
     def count_instructions(self, request: RunRequest) -> int:
         """Instructions per inference of sample 0, from SysTick under -icount shift=0."""
-        target, bundle_dir, manifest, in_dir, threads = (request.target, request.bundle_dir, request.manifest,
-                                                         request.in_dir, request.threads)
-        argv, env = self.command(target, Entry(**manifest["entry"]), threads)
+        target = request.target
+        argv, _ = self.command(target, entry_of(request.manifest), request.threads)
         with tempfile.TemporaryDirectory(prefix="edgeyard-count-") as io_dir:
             first_in, out = Path(io_dir, "in"), Path(io_dir, "out")
             first_in.mkdir()
             out.mkdir()
-            for i, spec in enumerate(manifest["inputs"]):
-                sample_bytes = math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize
-                (first_in / f"input{i}.bin").write_bytes((in_dir / f"input{i}.bin").read_bytes()[:sample_bytes])
-            proc.run([*argv, first_in, out, "1", "0", str(COUNT_REPEATS)], cwd=bundle_dir,
+            for i, first in enumerate(request.first_sample()):
+                (first_in / f"input{i}.bin").write_bytes(first)
+            proc.run([*argv, first_in, out, "1", "0", str(COUNT_REPEATS)], cwd=request.bundle_dir,
                      what=f"counting instructions on {self.name}", tail_lines=1)
             ticks = sum(int(line) for line in (out / "ticks.txt").read_text().split())
         instructions_per_tick = 10**9 / target.emulator["systick_hz"]  # -icount shift=0: 1 instruction per ns

@@ -13,12 +13,9 @@ its timings formats numbers whose digits vary; with an empty host environment an
 hash seed the two counts, and so the figure, are the same run after run.
 """
 
-import math
 import shutil
 import tempfile
 from pathlib import Path
-
-import numpy as np
 
 from .. import proc
 from ..bundle import Entry, entry_of
@@ -93,32 +90,27 @@ class QemuUserRunner(Runner):
         return emulator + env_args + argv
 
     def count_instructions(self, request: RunRequest) -> int:
-        target, bundle_dir, manifest, in_dir = request.target, request.bundle_dir, request.manifest, request.in_dir
         """Instructions per inference of sample 0, counted on one thread whatever `threads` is."""
         plugin = qemu_plugin.build()
-        emulator, *argv = self._command(target, entry_of(manifest), {**_guest_env(1), **_COUNT_ENV})
+        manifest = request.manifest
+        emulator, *argv = self._command(request.target, entry_of(manifest), {**_guest_env(1), **_COUNT_ENV})
         counts = []
         with tempfile.TemporaryDirectory(prefix="edgeyard-count-") as work:
-            copy = shutil.copytree(bundle_dir, Path(work, "bundle"), symlinks=True)
+            copy = shutil.copytree(request.bundle_dir, Path(work, "bundle"), symlinks=True)
             for samples in COUNT_SAMPLES:
                 run_in, run_out, count_file = (Path(work, f"{name}{samples}") for name in ("in", "out", "count"))
                 run_in.mkdir()
                 run_out.mkdir()
-                for i, spec in enumerate(manifest["inputs"]):
-                    sample_bytes = math.prod(spec["shape"]) * np.dtype(spec["dtype"]).itemsize
-                    first = (in_dir / f"input{i}.bin").read_bytes()[:sample_bytes]
+                for i, first in enumerate(request.first_sample()):
                     (run_in / f"input{i}.bin").write_bytes(first * samples)
                 # qemu's option syntax reads ",," as a literal comma.
                 plugin_option = f"{str(plugin).replace(',', ',,')},out={str(count_file).replace(',', ',,')}"
                 counted = [shutil.which(emulator), "-plugin", plugin_option, *argv, str(run_in), str(run_out),
                            str(samples), "0", "0"]
-                self._run_counted(counted, copy, manifest)
+                proc.run(counted, cwd=copy, env={}, timeout_s=_COUNT_TIMEOUT_S,
+                         what=f"counting the instructions of the {manifest['backend']} bundle")
                 counts.append(int(count_file.read_text()))
         return round((counts[1] - counts[0]) / (COUNT_SAMPLES[1] - COUNT_SAMPLES[0]))
-
-    def _run_counted(self, argv: list[str], bundle_dir: Path, manifest: dict) -> None:
-        proc.run(argv, cwd=bundle_dir, env={}, timeout_s=_COUNT_TIMEOUT_S,
-                 what=f"counting the instructions of the {manifest['backend']} bundle")
 
 
 register(QemuUserRunner())

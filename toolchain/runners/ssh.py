@@ -36,20 +36,19 @@ class SshRunner(Runner):
         return None
 
     def execute(self, request: RunRequest) -> None:
-        bundle_dir, manifest, in_dir, out_dir = request.bundle_dir, request.manifest, request.in_dir, request.out_dir
-        samples, warmup, repeat, threads = request.samples, request.warmup, request.repeat, request.threads
-        timeout_s = request.timeout_s
+        bundle_dir, manifest = request.bundle_dir, request.manifest
         remote_dir = deploy.deploy_bundle(bundle_dir, self.link, deploy.default_remote_dir(bundle_dir.parent)).remote_dir
         work = remote_path(self.link.run(["mktemp", "-d"]).stdout.strip())
         try:
-            self.link.upload(in_dir, f"{work}/in")
-            threads_env = [f"EDGEYARD_THREADS={threads}", f"TVM_NUM_THREADS={threads}"]
+            self.link.upload(request.in_dir, f"{work}/in")
+            threads_env = [f"EDGEYARD_THREADS={request.threads}", f"TVM_NUM_THREADS={request.threads}"]
+            protocol = [str(request.samples), str(request.warmup), str(request.repeat)]
             self.link.run(["env", *threads_env, "sh", "-c", 'mkdir "$1/out" && cd "$2" && exec ./run.sh "$1/in" '
-                           '"$1/out" "$3" "$4" "$5"', "sh", work, remote_dir, str(samples), str(warmup), str(repeat)],
-                          timeout_s=timeout_s, what=f"the {manifest['backend']} bundle on {self.link.host}")
+                           '"$1/out" "$3" "$4" "$5"', "sh", work, remote_dir, *protocol],
+                          timeout_s=request.timeout_s, what=f"the {manifest['backend']} bundle on {self.link.host}")
             results = [f"output{j}.bin" for j in range(len(manifest["outputs"]))]
-            results += ["timings_ns.txt"] if repeat > 0 else []
-            self.link.download([f"{work}/out/{name}" for name in results], out_dir)
+            results += ["timings_ns.txt"] if request.repeat > 0 else []
+            self.link.download([f"{work}/out/{name}" for name in results], request.out_dir)
         finally:
             self.link.run(["rm", "-rf", work], check=False)
 

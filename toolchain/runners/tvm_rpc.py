@@ -10,7 +10,6 @@ board runs its own TVM runtime, which must match the apache-tvm that compiled th
 
 import gc
 import socket
-from pathlib import Path
 
 import numpy as np
 
@@ -58,9 +57,7 @@ class TvmRpcRunner(Runner):
         return None
 
     def execute(self, request: RunRequest) -> None:
-        bundle_dir, manifest, in_dir, out_dir = request.bundle_dir, request.manifest, request.in_dir, request.out_dir
-        samples, warmup, repeat, threads = request.samples, request.warmup, request.repeat, request.threads
-        timeout_s = request.timeout_s
+        manifest = request.manifest
         if manifest["backend"] != "tvm":
             raise BadInput(f"the tvm-rpc runner runs TVM bundles only, not {manifest['backend']}; use --backend tvm.")
         from tvm import rpc
@@ -77,13 +74,13 @@ class TvmRpcRunner(Runner):
             if self.key not in registered:
                 raise BadInput(f"no board is registered with key '{self.key}' at the TVM RPC tracker {host}:{port} "
                                f"(registered: {', '.join(sorted(registered)) or 'none'}).")
-            remote = tracker.request(self.key, session_timeout=timeout_s, max_retry=_TRACKER_RETRIES)
+            remote = tracker.request(self.key, session_timeout=request.timeout_s, max_retry=_TRACKER_RETRIES)
         except (OSError, RuntimeError) as err:
             raise BuildError(f"the TVM RPC tracker at {host}:{port} gave no board with key '{self.key}': "
                              f"{reason(err)}") from None
         failure = None
         try:
-            _run_on_board(remote, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads)
+            _run_on_board(remote, request)
         except Exception as err:  # the remote side raises anything from RuntimeError to TypeError
             failure = reason(err)
         finally:
@@ -97,14 +94,15 @@ class TvmRpcRunner(Runner):
             raise BuildError(f"running the TVM bundle on the board '{self.key}' over RPC failed: {failure}")
 
 
-def _run_on_board(remote, bundle_dir: Path, manifest: dict, in_dir: Path, out_dir: Path, samples: int, warmup: int,
-                  repeat: int, threads: int) -> None:
+def _run_on_board(remote, request: RunRequest) -> None:
     """Outputs of every sample and `repeat` timings of sample 0, from the Relax VM on the board."""
     import tvm
 
-    remote.upload(str(bundle_dir / MODEL_LIBRARY))
+    manifest, in_dir, out_dir, samples = request.manifest, request.in_dir, request.out_dir, request.samples
+
+    remote.upload(str(request.bundle_dir / MODEL_LIBRARY))
     device = remote.cpu()
-    remote.get_function("runtime.config_threadpool")(_AFFINITY_BIG_CORES, threads)
+    remote.get_function("runtime.config_threadpool")(_AFFINITY_BIG_CORES, request.threads)
     vm = tvm.runtime.vm.VirtualMachine(remote.load_module(MODEL_LIBRARY), device)
     batches = [np.fromfile(in_dir / f"input{i}.bin", dtype=spec["dtype"]).reshape(samples, *spec["shape"])
                for i, spec in enumerate(manifest["inputs"])]
@@ -117,15 +115,13 @@ def _run_on_board(remote, bundle_dir: Path, manifest: dict, in_dir: Path, out_di
             results[j].append(tensor.numpy())
     for j, (spec, tensors) in enumerate(zip(manifest["outputs"], results)):
         np.stack(tensors).astype(spec["dtype"]).tofile(out_dir / f"output{j}.bin")
-    if repeat > 0:
+    if request.repeat > 0:
         vm.set_input("main", *(tvm.runtime.tensor(batch[0], device) for batch in batches))
-        for _ in range(warmup):
+        for _ in range(request.warmup):
             vm.invoke_stateful("main")
-        timer = vm.time_evaluator("invoke_stateful", device, number=1, repeat=repeat)
+        timer = vm.time_evaluator("invoke_stateful", device, number=1, repeat=request.repeat)
         seconds = timer("main").results
         (out_dir / "timings_ns.txt").write_text("".join(f"{round(t * 1e9)}\n" for t in seconds))
-
-
 
 
 register(TvmRpcRunner())

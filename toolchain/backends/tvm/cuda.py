@@ -124,21 +124,27 @@ def check_architecture(arch: str, toolkit: Toolkit) -> None:
                       f"install a newer toolkit and set CUDA_PATH to it.")
 
 
-def device_code(path: Path) -> list[str]:
-    """The device code in every fatbin inside a binary: "sm_87" for SASS, "compute_87" for PTX."""
-    data = path.read_bytes()
-    found = []
-    start = data.find(_FATBIN_MAGIC)
+def fatbins(data: bytes) -> list[bytes]:
+    """Every fatbin container inside a binary (TVM keeps them in its module blob, out of cuobjdump's sight)."""
+    found, start = [], data.find(_FATBIN_MAGIC)
     while start != -1:
         _, _, header_size, entries_size = _FATBIN_HEADER.unpack_from(data, start)
-        offset, end = start + header_size, start + header_size + entries_size
-        while offset + _FATBIN_ENTRY.size <= end:
-            kind, _, entry_header_size, payload_size = _FATBIN_ENTRY.unpack_from(data, offset)
-            (arch,) = struct.unpack_from("<I", data, offset + _FATBIN_ENTRY_ARCH_OFFSET)
+        found.append(data[start:start + header_size + entries_size])
+        start = data.find(_FATBIN_MAGIC, start + header_size + entries_size)
+    return found
+
+
+def device_code(path: Path) -> list[str]:
+    """The device code in every fatbin inside a binary: "sm_87" for SASS, "compute_87" for PTX."""
+    found = []
+    for fatbin in fatbins(path.read_bytes()):
+        _, _, offset, _ = _FATBIN_HEADER.unpack_from(fatbin)
+        while offset + _FATBIN_ENTRY.size <= len(fatbin):
+            kind, _, entry_header_size, payload_size = _FATBIN_ENTRY.unpack_from(fatbin, offset)
+            (arch,) = struct.unpack_from("<I", fatbin, offset + _FATBIN_ENTRY_ARCH_OFFSET)
             if kind in _FATBIN_KINDS:
                 found.append(f"{_FATBIN_KINDS[kind]}_{arch}")
             offset += entry_header_size + payload_size
-        start = data.find(_FATBIN_MAGIC, end)
     return sorted(set(found))
 
 
