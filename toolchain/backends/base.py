@@ -21,6 +21,7 @@ class BackendCaps:
 
     formats: tuple[str, ...]  # model formats it compiles, most preferred first ("tflite", "onnx")
     needs_int8: bool = False  # compiles full-integer int8 models only: a float Keras model is quantized first
+    reference: str | None = None  # the reference it is bit-exact with (model/reference.py); None: the format's own
 
 
 @dataclass

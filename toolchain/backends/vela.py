@@ -96,14 +96,14 @@ def _run_vela(settings: dict, model: ModelInfo, out_dir: Path, target) -> str:
 def _operator_histogram(path: Path) -> dict[str, int]:
     import tflite
 
-    from ..model.tflite_reader import _op_name
+    from ..model.tflite_reader import op_name
 
     flatbuffer = tflite.Model.GetRootAsModel(path.read_bytes(), 0)
     counts: dict[str, int] = {}
     for g in range(flatbuffer.SubgraphsLength()):
         graph = flatbuffer.Subgraphs(g)
         for o in range(graph.OperatorsLength()):
-            name = _op_name(flatbuffer, graph.Operators(o))
+            name = op_name(flatbuffer, graph.Operators(o))
             counts[name] = counts.get(name, 0) + 1
     return counts
 

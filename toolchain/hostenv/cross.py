@@ -10,6 +10,9 @@ from ..target.profile import Target
 # Debian packages that hold a tool, when it is not named after the tool itself.
 _BINUTILS = frozenset({"ar", "as", "ld", "nm", "objcopy", "objdump", "readelf", "size", "strip"})
 
+# Flags for the C edgeyard generates and for firmware/, on every target (with the target's CPU flags).
+C_FLAGS = ("-O2", "-g", "-std=gnu11", "-ffunction-sections", "-fdata-sections")
+
 # Lines of a failing tool's stderr quoted in the error: enough for a compiler's first error.
 _STDERR_TAIL_LINES = 20
 

@@ -18,24 +18,26 @@ DISTRIBUTIONS = {
     "tensorflow": {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",)},
     "litert": {"ai-edge-litert": ("ai-edge-litert",)},
     "onnxruntime": {"onnxruntime": ("onnxruntime",)},
+    "tflite-micro": {"tflite-micro": ("tflite-micro",)},
 }
+TFLITE_MICRO_ARENA_BYTES = 16 << 20  # the host interpreter's arena: room for any microcontroller model
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]  # one sample (batch-pinned arrays) -> outputs
 
 
-def reference_outputs(info: ModelInfo, inputs: list[np.ndarray]) -> list[np.ndarray]:
+def reference_outputs(info: ModelInfo, inputs: list[np.ndarray], framework: str | None = None) -> list[np.ndarray]:
     """Run N samples through the model: inputs[i].shape == (N, *info.inputs[i].shape).
 
     The model runs sample by sample at its pinned shapes; outputs[k].shape == (N, *info.outputs[k].shape).
     """
     inputs = _checked_inputs(info, inputs)
     try:
-        run = _runner(info)
+        run = _tflite_micro_runner(info) if framework == "tflite-micro" else _runner(info)
         per_sample = [run([x[n] for x in inputs]) for n in range(len(inputs[0]))]
     except EdgeyardError:
         raise
     except Exception as err:  # each framework raises its own types
-        raise BuildError(f"{reference_name(info)} could not run {info.path}: {reason(err)}.") from None
+        raise BuildError(f"{framework or reference_name(info)} could not run {info.path}: {reason(err)}.") from None
     return [np.stack([sample[k] for sample in per_sample]) for k in range(len(info.outputs))]
 
 
@@ -100,6 +102,21 @@ def _litert_runner(info: ModelInfo) -> Runner:
             interpreter.set_tensor(detail["index"], array)
         interpreter.invoke()
         return [interpreter.get_tensor(i).copy() for i in output_indices]
+
+    return run
+
+
+def _tflite_micro_runner(info: ModelInfo) -> Runner:
+    """TFLite Micro's own interpreter (its reference kernels), as the tflite-micro wheel builds it for the host."""
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(info.path), arena_size=TFLITE_MICRO_ARENA_BYTES)
+
+    def run(sample: list[np.ndarray]) -> list[np.ndarray]:
+        for i, array in enumerate(sample):
+            interpreter.set_input(array.reshape(info.inputs[i].shape), i)
+        interpreter.invoke()
+        return [interpreter.get_output(j).copy() for j in range(len(info.outputs))]
 
     return run
 

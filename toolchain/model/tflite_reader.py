@@ -106,7 +106,7 @@ def _propagated_shapes(path: Path, inputs: list[TensorInfo]) -> dict[int, tuple[
     return {d["index"]: tuple(int(x) for x in d["shape"]) for d in interpreter.get_tensor_details()}
 
 
-def _op_name(model, operator) -> str:
+def op_name(model, operator) -> str:
     code = model.OperatorCodes(operator.OpcodeIndex())
     # Codes above 127 live only in BuiltinCode; older files set only DeprecatedBuiltinCode.
     builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
@@ -123,7 +123,7 @@ def _ops_and_macs(model, main_shapes: dict[int, tuple[int, ...]]) -> tuple[dict[
         shapes = main_shapes if g == 0 else _stored_shapes(graph)
         for o in range(graph.OperatorsLength()):
             operator = graph.Operators(o)
-            name = _op_name(model, operator)
+            name = op_name(model, operator)
             ops[name] += 1
             macs += _op_macs(name, operator, shapes)
     return dict(ops), macs

@@ -29,12 +29,12 @@ from ..model import model_sha256
 from ..model.info import ModelInfo
 from ..options import BuildOptions
 from ..paths import build_dir_for
-from ..target.profile import Target, load_target
+from ..target.profile import AUTO_BACKEND, Target, load_target
 from ..target.settings import with_settings
 from . import cache, report, stats, validate
 
 NO_RUNNER = "no runner of the target is available"
-AUTO = "auto"  # --backend auto: the target's backends in its order of preference, the first that builds and validates
+AUTO = AUTO_BACKEND  # --backend auto: the target's backends in its order of preference, the first that builds and validates
 
 
 @dataclass
@@ -163,7 +163,7 @@ class _Ran:
 def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
     """plan -> ingest and convert -> compile -> run and validate -> measure -> report, staged so that a
     failure leaves nothing behind and an older good build stays untouched."""
-    if opts.backend == AUTO:
+    if (opts.backend or target_of(opts).default_backend) == AUTO:
         return _build_first_that_works(opts, progress)
     plan = _plan(opts)
     hit = cache.cached_report(plan.out_dir, plan.key)
@@ -216,8 +216,9 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
 
     model, manifest = converted.model, compiled.manifest
     inputs = validate.make_inputs(model, opts.samples, plan.data)
-    progress(f"running the reference ({reference_name(model)}) on {opts.samples} samples")
-    reference = reference_outputs(model, inputs.tensors)
+    reference_framework = plan.backend.caps.reference or reference_name(model)
+    progress(f"running the reference ({reference_framework}) on {opts.samples} samples")
+    reference = reference_outputs(model, inputs.tensors, reference_framework)
     runner, why = runners.select(plan.target, entry_of(manifest))
     if runner is None:
         validation = validate.not_run(why or compiled.not_run or NO_RUNNER, opts.samples)
@@ -230,7 +231,7 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
         validation = validate.compare(result.outputs, reference, converted.compiled.outputs, inputs.labels, tolerance)
         timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads,
                                      result.instructions_per_inference)
-    validation.update(inputs=inputs.source, reference=reference_name(model))
+    validation.update(inputs=inputs.source, reference=reference_framework)
     if validation["ran"] and not validation["passed"]:
         raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
                          f"{validate.failure_summary(validation)}.")

@@ -13,6 +13,8 @@ from ..paths import TARGETS_DIR
 # board, which the bundle carries (the default on Linux); "none", TVM's kernels behind a static C
 # driver, no TVM runtime at all (the only choice without an OS; a Linux board gets one executable).
 TVM_RUNTIMES = ("shared", "none")
+# default_backend "auto": the target's backends in order, the first that builds and validates the model.
+AUTO_BACKEND = "auto"
 
 # key -> (python type, required). Nested tables have their own schema.
 _SCHEMA: dict = {
@@ -148,8 +150,9 @@ def validate(data: dict, path: Path) -> dict:
     """`data` (a profile's tables) checked against the schema and the rules between keys; returns it with
     tvm_runtime's default filled in. Every problem is one BadInput naming `path`."""
     _check(data, _SCHEMA, path)
-    if data["default_backend"] not in data["backends"]:
-        raise BadInput(f"{path}: default_backend '{data['default_backend']}' is not in backends {data['backends']}.")
+    if data["default_backend"] not in [*data["backends"], AUTO_BACKEND]:
+        raise BadInput(f"{path}: default_backend '{data['default_backend']}' is not in backends {data['backends']} "
+                       f"(or '{AUTO_BACKEND}').")
     if data["os"] == "none":
         _check_bare_metal(data, path)
     data.setdefault("tvm_runtime", "none" if data["os"] == "none" else "shared")

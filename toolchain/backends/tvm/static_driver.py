@@ -25,8 +25,9 @@ from pathlib import Path
 from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
 from ...hostenv import cross
-from ...model.info import ModelInfo, TensorInfo
+from ...model.info import ModelInfo
 from ...target.profile import Target
+from .._static_model import io_tensors, model_identifier
 from ..base import CompileRequest
 from .frontend import DL_TYPES, imported_module, static_signature
 
@@ -36,7 +37,6 @@ SOURCES = "src"
 # assumption as llvm.assume), so every buffer, weight, input and output is aligned so.
 ALIGNMENT = 64
 ROUTES = {"llvm": "LLVM object kernels", "c": "C kernels"}
-CFLAGS = ["-O2", "-g", "-std=gnu11", "-ffunction-sections", "-fdata-sections"]
 # Headers the kernels and the driver include, as (package, path inside its include folder).
 TVM_HEADERS = (
     ("tvm_ffi", "tvm/ffi/c_api.h"),
@@ -99,7 +99,7 @@ def generate_sources(request: CompileRequest, harness_template: str) -> StaticMo
     if route not in ROUTES:
         raise BadInput(f"{target.path}: tvm_target kind '{route}' cannot make kernels for a static driver; "
                        f"use {' or '.join(repr(r) for r in ROUTES)}.")
-    name = _model_identifier(model.stem)
+    name = model_identifier(model.stem)
     ir_module = int8_operands(imported_module(model, request.progress))
 
     request.progress(f"planning static memory and building {ROUTES[route]} for {target.name}")
@@ -118,7 +118,7 @@ def generate_sources(request: CompileRequest, harness_template: str) -> StaticMo
 def compile_model_objects(static_model: StaticModel, work: Path, gcc: Path, cpu_flags: list[str]) -> list[Path]:
     """The driver, the kernels and the weights as object files in `work`, for the CPU `cpu_flags` name."""
     src = static_model.src
-    flags = [*cpu_flags, *CFLAGS, f"-I{src}", f"-I{src / 'include'}"]
+    flags = [*cpu_flags, *cross.C_FLAGS, f"-I{src}", f"-I{src / 'include'}"]
     cross.run_tool([gcc, *flags, "-c", src / f"{static_model.name}.c", "-o", "driver.o"], cwd=work)
     kernels = static_model.kernels
     if static_model.route == "c":
@@ -127,14 +127,6 @@ def compile_model_objects(static_model: StaticModel, work: Path, gcc: Path, cpu_
     # The weights' .incbin names the blob relative to src/.
     cross.run_tool([gcc, *cpu_flags, "-c", f"{static_model.name}_weights.S", "-o", work / "weights.o"], cwd=src)
     return [work / "driver.o", kernels, work / "weights.o"]
-
-
-def _model_identifier(stem: str) -> str:
-    """The C name of the model: its file stem, sanitized; an identifier starting with "_" is
-    reserved at file scope in C, so such a name gets a prefix."""
-    name = c_identifier(stem)
-    return f"model{name}" if name.startswith("_") else name
-
 
 
 # ---------- Relax -> kernels and the static plan ----------
@@ -435,51 +427,23 @@ def _copy_tvm_headers(include_dir: Path) -> None:
 # ---------- C sources ----------
 
 
-def _c_string(text: str) -> str:
-    """The body of a C string literal spelling `text` (UTF-8; anything unusual as octal escapes)."""
-    return "".join(chr(b) if 32 <= b < 127 and b not in b'"\\?' else f"\\{b:03o}" for b in text.encode())
-
-
-def _io_tensors(tensors: list[TensorInfo]) -> tuple[list[dict], int]:
-    """What the header says of each input (or output), packed back to back at aligned offsets."""
-    taken: set[str] = set()
-    described, offset = [], 0
-    for tensor in tensors:
-        if tensor.dtype not in DL_TYPES:
-            raise BadInput(f"backend tvm cannot pass tensor '{tensor.name}' of dtype {tensor.dtype} "
-                           f"(supported: {', '.join(DL_TYPES)}).")
-        size = _bytes(tuple(tensor.shape), tensor.dtype)
-        described.append({
-            "c_name": _c_string(tensor.name),
-            "macro": c_identifier(tensor.name.upper(), taken),
-            "offset": offset,
-            "bytes": size,
-            "shape": list(tensor.shape),
-            "elements": math.prod(tensor.shape),
-            "dtype": tensor.dtype,
-            "quant": None if not tensor.is_quantized else {"scale": repr(float(tensor.quant[0])),
-                                                            "zero_point": int(tensor.quant[1])},
-        })  # fmt: skip
-        offset += _aligned(size)
-    return described, max(offset, ALIGNMENT)
-
-
 def _render_sources(src: Path, name: str, model: ModelInfo, target: Target, route: str, plan: _Plan,
                     arena_bytes: int, arena_max_live: int, harness_template: str) -> dict:
-    inputs, input_bytes = _io_tensors(model.inputs)
-    outputs, output_bytes = _io_tensors(model.outputs)
+    inputs, input_bytes = io_tensors(model.inputs, ALIGNMENT)
+    outputs, output_bytes = io_tensors(model.outputs, ALIGNMENT)
     blob = f"{name}_weights.bin"
     (src / blob).write_bytes(b"".join(w.data for w in plan.weights))
     weights = [{"symbol": w.symbol, "bytes": len(w.data), "offset": w.offset} for w in plan.weights]
     common = {"name": name, "NAME": name.upper(), "model_file": model.path.name, "target": target.name,
-              "route": route, "route_label": ROUTES[route], "alignment": ALIGNMENT}
+              "route": route, "route_label": ROUTES[route], "alignment": ALIGNMENT,
+              "compiler": f"TVM ({ROUTES[route]})"}
     context = {
         **common, "inputs": inputs, "outputs": outputs, "input_bytes": input_bytes, "output_bytes": output_bytes,
         "weights_bytes": sum(w["bytes"] for w in weights),
         "activations_bytes": sum(s["bytes"] for s in plan.storages),
         "arena_bytes": arena_bytes,
     }
-    render("static_model.h.j2", src / f"{name}.h", **context)
+    render("static_model.h.j2", src / f"{name}.h", **context, layer_count=0)
     tensors = [{"shape": list(t.shape), "dl_code": DL_TYPES[t.dtype][0], "bits": DL_TYPES[t.dtype][1],
                 "buffer": t.buffer, "offset": t.offset} for t in plan.tensors]
     render("static_model.c.j2", src / f"{name}.c", **common,

@@ -19,7 +19,7 @@ from pathlib import Path
 from ... import bundle
 from ...hostenv import cross
 from ..base import CompileRequest, CompileResult, ReportSection
-from .static_driver import CFLAGS, compile_model_objects, generate_sources
+from .static_driver import compile_model_objects, generate_sources
 
 RUNNER = "runner"
 
@@ -34,7 +34,7 @@ def compile_linux_executable(request: CompileRequest) -> CompileResult:
     src = static_model.src
     with tempfile.TemporaryDirectory(prefix="edgeyard-static-") as work:
         objects = compile_model_objects(static_model, Path(work), gcc, cpu_flags)
-        cross.run_tool([gcc, *cpu_flags, *CFLAGS, f"-I{src}", f"-I{src / 'include'}", "-c", src / "harness.c",
+        cross.run_tool([gcc, *cpu_flags, *cross.C_FLAGS, f"-I{src}", f"-I{src / 'include'}", "-c", src / "harness.c",
                         "-o", "harness.o"], cwd=Path(work))
         request.progress(f"linking the {RUNNER} with {gcc.name}")
         cross.run_tool([gcc, *cpu_flags, "-Wl,--gc-sections", "-o", bundle_dir / RUNNER, *objects, "harness.o", "-lm"],

@@ -1,0 +1,376 @@
+"""Each TFLite operator -> one call of a kernel in firmware/kernels/, with every parameter the
+kernel needs computed here, at build time: requantization multipliers and shifts (TFLite Micro's,
+fixedpoint.py), padding, activation bounds, weights packed for the SXTB16 + SMLAD loops, biases
+with the input offset folded in where the kernel can use it, lookup tables.
+
+An operator this module has no lowering for, or one outside the forms the kernels compute, stops
+the build with a sentence naming it (`--backend auto` then falls back to the next backend).
+"""
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+from tflite.Padding import Padding
+
+from ...errors import BuildError
+from . import fixedpoint as fx
+from .graph import Graph, Operator, Tensor
+
+# Accumulators are int32. The fast requantization shifts them left by pre_shift first (ek_arith.h);
+# a layer where that could overflow takes the exact 64-bit path.
+ACCUMULATOR_LIMIT = 1 << 31
+CONSTANT_ALIGNMENT = 4
+
+
+class Unsupported(BuildError):
+    """An operator the kernels cannot compute, named with its position."""
+
+
+@dataclass
+class Constant:
+    symbol: str
+    data: bytes
+    c_type: str  # of the elements, for the driver's extern declaration
+    count: int
+
+
+@dataclass
+class Arg:
+    """One argument of a kernel call: the layer's parameter block, a tensor, its scratch buffer, a number,
+    a constant array, or a list of tensors (pointers)."""
+
+    kind: str  # "params" | "tensor" | "scratch" | "int" | "float" | "constant" | "tensors"
+    tensor: int = -1
+    c_type: str = "int8_t"
+    const: bool = False
+    value: object = None
+
+
+@dataclass
+class Layer:
+    index: int  # the operator's position in the graph
+    op: str
+    name: str  # its first output's tensor name
+    kernel: str | None  # C function; None for an alias (RESHAPE): no code
+    inputs: list[int]  # activation tensors read
+    outputs: list[int]  # tensors written
+    params_type: str | None = None
+    params: dict = field(default_factory=dict)
+    args: list[Arg] = field(default_factory=list)
+    constants: list[Constant] = field(default_factory=list)
+    scratch_bytes: int = 0
+    macs: int = 0
+    in_place: bool = False  # elementwise: the output may take the storage of an input that dies here
+
+
+def lower(graph: Graph) -> list[Layer]:
+    layers = []
+    for operator in graph.operators:
+        lowering = LOWERINGS.get(operator.op)
+        if lowering is None:
+            raise Unsupported(f"{graph.path.name}: the kernels backend has no {operator.op} kernel "
+                              f"(operator {operator.index}); supported: {', '.join(sorted(LOWERINGS))}.")
+        layers.append(lowering(graph, operator))
+    return layers
+
+
+# ---------- helpers ----------
+
+
+def _fail(graph: Graph, operator: Operator, why: str) -> Unsupported:
+    return Unsupported(f"{graph.path.name}: operator {operator.index} ({operator.op}) {why}; the kernels backend "
+                       f"cannot compute it.")
+
+
+def _int8(graph: Graph, operator: Operator, *tensors: Tensor) -> None:
+    for tensor in tensors:
+        if tensor.dtype != "int8" or not tensor.quantized:
+            raise _fail(graph, operator, f"has a {tensor.dtype} tensor '{tensor.name}' (int8 quantized expected)")
+
+
+def _layer(graph: Graph, operator: Operator, kernel: str | None, inputs: list[int], **fields) -> Layer:
+    output = graph.tensors[operator.outputs[0]]
+    return Layer(operator.index, operator.op, output.name, kernel, inputs, list(operator.outputs), **fields)
+
+
+def _constant(layer_index: int, label: str, array: np.ndarray, c_type: str) -> Constant:
+    array = np.ascontiguousarray(array)
+    return Constant(f"l{layer_index}_{label}", array.tobytes(), c_type, int(array.size))
+
+
+def _nhwc(graph: Graph, operator: Operator, tensor: Tensor) -> tuple[int, int, int]:
+    if len(tensor.shape) != 4 or tensor.shape[0] != 1:
+        raise _fail(graph, operator, f"has tensor '{tensor.name}' of shape {list(tensor.shape)} (1xHxWxC expected)")
+    return tensor.shape[1], tensor.shape[2], tensor.shape[3]
+
+
+def _per_channel(values: np.ndarray, channels: int) -> np.ndarray:
+    return np.broadcast_to(values, (channels,)) if len(values) == 1 else values
+
+
+def _requantization(graph: Graph, operator: Operator, input_t: Tensor, weights: Tensor, bias: np.ndarray,
+                    output: Tensor, activation: int, weight_abs_sums: np.ndarray) -> tuple[dict, list[Constant]]:
+    """The ek_requant block of a conv or FC layer: per-channel multipliers from TFLite Micro's
+    double arithmetic, the shift split for SMMULR, and the accumulator bound that makes it exact."""
+    channels = len(bias)
+    if np.any(weights.zero_points != 0):
+        raise _fail(graph, operator, "has weights with a nonzero zero point")
+    scales = _per_channel(weights.scales, channels)
+    multipliers, pre_shifts, right_shifts, exact = [], [], [], False
+    for c in range(channels):
+        real = float(input_t.scale) * float(scales[c]) / float(output.scale)
+        multiplier, shift = fx.quantize_multiplier(real)
+        pre_shift = max(shift, 0) + 1
+        bound = abs(int(bias[c])) + 255 * int(weight_abs_sums[c])
+        if bound >= ACCUMULATOR_LIMIT:
+            raise _fail(graph, operator, f"can accumulate up to {bound:,} in channel {c}, beyond int32")
+        exact = exact or bound << pre_shift >= ACCUMULATOR_LIMIT or shift >= 0
+        multipliers.append(multiplier)
+        pre_shifts.append(pre_shift)
+        right_shifts.append(max(-shift, 0) - 1)
+    act_min, act_max = fx.activation_range(activation, output.scale, output.zero_point)
+    index = operator.index
+    constants = [
+        _constant(index, "bias", bias.astype(np.int32), "int32_t"),
+        _constant(index, "multiplier", np.array(multipliers, np.int32), "int32_t"),
+        _constant(index, "pre_shift", np.array(pre_shifts, np.int8), "int8_t"),
+        _constant(index, "right_shift_minus_one", np.array(right_shifts, np.int8), "int8_t"),
+    ]
+    block = {"bias": constants[0].symbol, "multiplier": constants[1].symbol, "pre_shift": constants[2].symbol,
+             "right_shift_minus_one": constants[3].symbol, "output_offset": output.zero_point,
+             "act_min": act_min, "act_max": act_max, "exact": int(exact)}
+    return block, constants
+
+
+def pack_weights(rows: np.ndarray) -> np.ndarray:
+    """[out_c, K] int8 -> the layout of ek_kernels.h: rows in pairs, the pair's K values interleaved
+    4 by 4, each four as w0 w2 w1 w3; each row's K % 4 tail in order after its pair's groups."""
+    out_c, depth = rows.shape
+    groups = depth // 4
+    order = [0, 2, 1, 3]
+    pieces = []
+    for start in range(0, out_c - 1, 2):
+        pair = rows[start:start + 2]
+        body = pair[:, :groups * 4].reshape(2, groups, 4)[:, :, order]  # [2, groups, 4]
+        pieces.append(body.transpose(1, 0, 2).reshape(-1))  # group by group: row 0's four, row 1's four
+        pieces.append(pair[:, groups * 4:].reshape(-1))  # row 0's tail, row 1's tail
+    if out_c % 2:
+        row = rows[-1]
+        pieces.append(row[:groups * 4].reshape(groups, 4)[:, order].reshape(-1))
+        pieces.append(row[groups * 4:])
+    return np.concatenate(pieces).astype(np.int8) if pieces else np.zeros(0, np.int8)
+
+
+def _bias(graph: Graph, operator: Operator, channels: int) -> np.ndarray:
+    bias = graph.tensor(operator.inputs[2]) if len(operator.inputs) > 2 else None
+    if bias is None:
+        return np.zeros(channels, np.int64)
+    if bias.dtype != "int32" or bias.data is None:
+        raise _fail(graph, operator, f"has a {bias.dtype} bias (constant int32 expected)")
+    return bias.data.astype(np.int64).reshape(-1)
+
+
+def _weights(graph: Graph, operator: Operator) -> Tensor:
+    weights = graph.tensors[operator.inputs[1]]
+    if weights.data is None:
+        raise _fail(graph, operator, "has weights computed at run time")
+    _int8(graph, operator, weights)
+    return weights
+
+
+# ---------- operators ----------
+
+
+def _conv_params(in_hwc, out_hwc, kernel_hw, stride, dilation, padding_same: bool, input_offset: int) -> dict:
+    (in_h, in_w, in_c), (out_h, out_w, out_c) = in_hwc, out_hwc
+    pad_top = fx.same_padding(stride[0], dilation[0], in_h, kernel_hw[0], out_h) if padding_same else 0
+    pad_left = fx.same_padding(stride[1], dilation[1], in_w, kernel_hw[1], out_w) if padding_same else 0
+    return {"in_h": in_h, "in_w": in_w, "in_c": in_c, "out_h": out_h, "out_w": out_w, "out_c": out_c,
+            "k_h": kernel_hw[0], "k_w": kernel_hw[1], "stride_h": stride[0], "stride_w": stride[1],
+            "dil_h": dilation[0], "dil_w": dilation[1], "pad_top": pad_top, "pad_left": pad_left,
+            "input_offset": input_offset}
+
+
+def _gemm_layer(graph: Graph, operator: Operator, params: dict, rows: np.ndarray, activation: int) -> Layer:
+    """A CONV_2D (or FULLY_CONNECTED as a 1x1 one) on ek_conv_s8."""
+    input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    weights = graph.tensors[operator.inputs[1]]
+    bias = _bias(graph, operator, rows.shape[0])
+    requant, constants = _requantization(graph, operator, input_t, weights, bias, output, activation,
+                                         np.abs(rows.astype(np.int64)).sum(axis=1))
+    packed = _constant(operator.index, "weights", pack_weights(rows), "int8_t")
+    depth = rows.shape[1]
+    macs = params["out_h"] * params["out_w"] * params["out_c"] * depth
+    return _layer(graph, operator, "ek_conv_s8", [operator.inputs[0]], params_type="ek_conv_params",
+                  params={**params, "weights": packed.symbol, "rq": requant}, constants=[packed, *constants],
+                  args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True),
+                        Arg("tensor", operator.outputs[0]), Arg("scratch", c_type="int16_t")],
+                  scratch_bytes=4 * ((depth + 1) // 2 * 2), macs=macs)
+
+
+def conv_2d(graph: Graph, operator: Operator) -> Layer:
+    input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    weights = _weights(graph, operator)
+    _int8(graph, operator, input_t, output)
+    options = operator.options
+    out_c, k_h, k_w, w_in_c = weights.shape
+    in_hwc, out_hwc = _nhwc(graph, operator, input_t), _nhwc(graph, operator, output)
+    if w_in_c != in_hwc[2]:
+        raise _fail(graph, operator, "is a grouped convolution")
+    params = _conv_params(in_hwc, out_hwc, (k_h, k_w), (options.StrideH(), options.StrideW()),
+                          (options.DilationHFactor(), options.DilationWFactor()),
+                          options.Padding() == Padding.SAME, -input_t.zero_point)
+    return _gemm_layer(graph, operator, params, weights.data.reshape(out_c, -1), options.FusedActivationFunction())
+
+
+def fully_connected(graph: Graph, operator: Operator) -> Layer:
+    input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    weights = _weights(graph, operator)
+    _int8(graph, operator, input_t, output)
+    units, depth = weights.shape
+    rows = math.prod(input_t.shape) // depth
+    params = _conv_params((1, rows, depth), (1, rows, units), (1, 1), (1, 1), (1, 1), False, -input_t.zero_point)
+    return _gemm_layer(graph, operator, params, weights.data, operator.options.FusedActivationFunction())
+
+
+def depthwise_conv_2d(graph: Graph, operator: Operator) -> Layer:
+    input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    weights = _weights(graph, operator)
+    _int8(graph, operator, input_t, output)
+    options = operator.options
+    _, k_h, k_w, out_c = weights.shape
+    in_hwc, out_hwc = _nhwc(graph, operator, input_t), _nhwc(graph, operator, output)
+    params = _conv_params(in_hwc, out_hwc, (k_h, k_w), (options.StrideH(), options.StrideW()),
+                          (options.DilationHFactor(), options.DilationWFactor()),
+                          options.Padding() == Padding.SAME, -input_t.zero_point)
+    params["depth_multiplier"] = out_c // in_hwc[2]
+    taps = weights.data.reshape(k_h * k_w, out_c).astype(np.int64)
+    bias = _bias(graph, operator, out_c)
+    requant, constants = _requantization(graph, operator, input_t, weights, bias, output,
+                                         options.FusedActivationFunction(), np.abs(taps).sum(axis=0))
+    index = operator.index
+    packed = _constant(index, "weights", weights.data.reshape(-1), "int8_t")
+    interior = _constant(index, "interior_bias", (bias + params["input_offset"] * taps.sum(axis=0)).astype(np.int32),
+                         "int32_t")
+    return _layer(graph, operator, "ek_depthwise_conv_s8", [operator.inputs[0]], params_type="ek_depthwise_params",
+                  params={**params, "weights": packed.symbol, "interior_bias": interior.symbol, "rq": requant},
+                  constants=[packed, interior, *constants],
+                  args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True), Arg("tensor", operator.outputs[0]),
+                        Arg("scratch")],
+                  scratch_bytes=k_h * ((out_hwc[1] - 1) * params["stride_w"] + (k_w - 1) * params["dil_w"] + 1) * in_hwc[2],
+                  macs=out_hwc[0] * out_hwc[1] * out_c * k_h * k_w)
+
+
+def _pool(graph: Graph, operator: Operator, kernel: str) -> Layer:
+    input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, input_t, output)
+    if input_t.scale != output.scale or input_t.zero_point != output.zero_point:
+        raise _fail(graph, operator, "changes the quantization")
+    options = operator.options
+    (in_h, in_w, channels), (out_h, out_w, _) = _nhwc(graph, operator, input_t), _nhwc(graph, operator, output)
+    k_h, k_w, stride_h, stride_w = options.FilterHeight(), options.FilterWidth(), options.StrideH(), options.StrideW()
+    same = options.Padding() == Padding.SAME
+    act_min, act_max = fx.activation_range(options.FusedActivationFunction(), output.scale, output.zero_point)
+    params = {"in_h": in_h, "in_w": in_w, "channels": channels, "out_h": out_h, "out_w": out_w, "k_h": k_h,
+              "k_w": k_w, "stride_h": stride_h, "stride_w": stride_w,
+              "pad_top": fx.same_padding(stride_h, 1, in_h, k_h, out_h) if same else 0,
+              "pad_left": fx.same_padding(stride_w, 1, in_w, k_w, out_w) if same else 0,
+              "act_min": act_min, "act_max": act_max}
+    average = kernel == "ek_average_pool_s8"
+    args = [Arg("params"), Arg("tensor", operator.inputs[0], const=True), Arg("tensor", operator.outputs[0])]
+    return _layer(graph, operator, kernel, [operator.inputs[0]], params_type="ek_pool_params", params=params,
+                  args=args + ([Arg("scratch", c_type="int32_t")] if average else []),
+                  scratch_bytes=4 * channels if average else 0)
+
+
+def average_pool_2d(graph: Graph, operator: Operator) -> Layer:
+    return _pool(graph, operator, "ek_average_pool_s8")
+
+
+def max_pool_2d(graph: Graph, operator: Operator) -> Layer:
+    return _pool(graph, operator, "ek_max_pool_s8")
+
+
+def _broadcast_strides(shape: tuple[int, ...], out_shape: tuple[int, ...]) -> list[int]:
+    """Element strides of `shape` for stepping through `out_shape` (both as rank 4; 0 where broadcast)."""
+    padded = (1,) * (4 - len(shape)) + tuple(shape)
+    strides, step = [0] * 4, 1
+    for d in range(3, -1, -1):
+        strides[d] = 0 if padded[d] == 1 and out_shape[d] != 1 else step
+        step *= padded[d]
+    return strides
+
+
+def _binary(graph: Graph, operator: Operator, kernel: str) -> Layer:
+    first, second = (graph.tensors[i] for i in operator.inputs[:2])
+    output = graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, first, second, output)
+    if len(output.shape) > 4:
+        raise _fail(graph, operator, "has more than 4 dimensions")
+    out_shape = (1,) * (4 - len(output.shape)) + tuple(output.shape)
+    act_min, act_max = fx.activation_range(operator.options.FusedActivationFunction(), output.scale,
+                                           output.zero_point)
+    params = {"shape": list(out_shape), "strides1": _broadcast_strides(first.shape, out_shape),
+              "strides2": _broadcast_strides(second.shape, out_shape), "input1_offset": -first.zero_point,
+              "input2_offset": -second.zero_point, "output_offset": output.zero_point,
+              "act_min": act_min, "act_max": act_max}
+    if kernel == "ek_add_s8":
+        twice_max = 2 * max(float(first.scale), float(second.scale))
+        params["left_shift"] = 20
+        params["input1_multiplier"], params["input1_shift"] = fx.quantize_multiplier(float(first.scale) / twice_max)
+        params["input2_multiplier"], params["input2_shift"] = fx.quantize_multiplier(float(second.scale) / twice_max)
+        params["output_multiplier"], params["output_shift"] = fx.quantize_multiplier(
+            twice_max / ((1 << 20) * float(output.scale)))
+    else:
+        params.update(left_shift=0, input1_multiplier=0, input1_shift=0, input2_multiplier=0, input2_shift=0)
+        params["output_multiplier"], params["output_shift"] = fx.quantize_multiplier(
+            float(first.scale) * float(second.scale) / float(output.scale))
+    same_shape = first.shape == second.shape == output.shape
+    return _layer(graph, operator, kernel, list(operator.inputs[:2]), params_type="ek_binary_params", params=params,
+                  args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True),
+                        Arg("tensor", operator.inputs[1], const=True), Arg("tensor", operator.outputs[0])],
+                  in_place=same_shape)
+
+
+def add(graph: Graph, operator: Operator) -> Layer:
+    return _binary(graph, operator, "ek_add_s8")
+
+
+def mul(graph: Graph, operator: Operator) -> Layer:
+    return _binary(graph, operator, "ek_mul_s8")
+
+
+def softmax(graph: Graph, operator: Operator) -> Layer:
+    input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, input_t, output)
+    if output.zero_point != -128 or abs(output.scale - 1 / 256) > 1e-9:
+        raise _fail(graph, operator, "has an output quantization other than scale 1/256, zero point -128")
+    integer_bits = 5
+    real = min(float(operator.options.Beta()) * float(input_t.scale) * (1 << (31 - integer_bits)), (1 << 31) - 1.0)
+    multiplier, left_shift = fx.quantize_multiplier(real)
+    depth = input_t.shape[-1]
+    params = {"rows": math.prod(input_t.shape) // depth, "depth": depth, "input_multiplier": multiplier,
+              "input_left_shift": left_shift, "diff_min": -fx.input_radius(integer_bits, left_shift)}
+    return _layer(graph, operator, "ek_softmax_s8", [operator.inputs[0]], params_type="ek_softmax_params",
+                  params=params, args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True),
+                                       Arg("tensor", operator.outputs[0])])
+
+
+def reshape(graph: Graph, operator: Operator) -> Layer:
+    """No code: the output is the input's bytes under another shape (the planner gives both one storage)."""
+    return _layer(graph, operator, None, [operator.inputs[0]])
+
+
+LOWERINGS: dict[str, Callable[[Graph, Operator], Layer]] = {
+    "CONV_2D": conv_2d,
+    "DEPTHWISE_CONV_2D": depthwise_conv_2d,
+    "FULLY_CONNECTED": fully_connected,
+    "AVERAGE_POOL_2D": average_pool_2d,
+    "MAX_POOL_2D": max_pool_2d,
+    "ADD": add,
+    "MUL": mul,
+    "SOFTMAX": softmax,
+    "RESHAPE": reshape,
+}
