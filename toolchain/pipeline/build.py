@@ -228,8 +228,7 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
                                     stats.BUILD_WARMUP, stats.BUILD_RUNS, opts.threads, count_instructions=True)
         tolerance = compiled.tolerance or (converted.quantization or {}).get("validation_tolerance")
         validation = validate.compare(result.outputs, reference, converted.compiled.outputs, inputs.labels, tolerance)
-        timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads,
-                                     result.instructions_per_inference)
+        timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads, result.count)
     validation.update(inputs=inputs.source, reference=reference_name(model))
     if validation["ran"] and not validation["passed"]:
         raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "

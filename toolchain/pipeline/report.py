@@ -59,6 +59,9 @@ def summary(report: dict) -> str:
     size = sum(a["bytes"] for a in report["artifacts"])
     if b["instructions_per_inference"]:
         lines.append(f"instructions per inference: {b['instructions_per_inference']:,} (instructions, not cycles)")
+    if b.get("estimated_cycles_per_inference"):
+        lines.append(f"estimated cycles per inference: {b['estimated_cycles_per_inference']:,} (estimate from "
+                     f"instruction classes and the {b['cycle_model']['core']}'s published timings)")
     if report.get("quantization"):
         lines.append(quantization_summary(report["quantization"]))
     lines += [section["summary"] for section in report.get("sections", []) if section["summary"]]
