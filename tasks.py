@@ -171,6 +171,27 @@ def coverage(c, models, targets="host", backend="auto", out=None, samples=32, de
                    f"see {result['out_dir']}/coverage.md", code=1)
 
 
+@task(help={"target": "a microcontroller target profile (default nucleo-l4r5zi, MLPerf Tiny's reference board)",
+            "models": "folder holding the MLPerf Tiny int8 models kws_ref_model.tflite, vww_96_int8.tflite, "
+                      "pretrainedResnet_quant.tflite, ad01_int8.tflite (default: ../shared/models/mlperf_tiny/ "
+                      "beside the project, when it exists)",
+            "backends": "comma-separated backends to compare, e.g. kernels,tvm (default: the target's)",
+            "out": "folder for the builds and mcu_bench.json/.md (default: build/mcu-bench/)",
+            "samples": HELP["samples"], "debug": HELP["debug"]})
+def bench_mcu(c, target="nucleo-l4r5zi", models=None, backends=None, out=None, samples=32, debug=False):
+    """MLPerf Tiny int8 models on a microcontroller, per backend: instructions, estimated cycles, arena vs
+    TFLite Micro's, flash, RAM and the best published cycles; one table, also in mcu_bench.json/.md."""
+    from pathlib import Path
+
+    from toolchain.pipeline.mcu_bench import run_mcu_bench
+    from toolchain.pipeline.report import mcu_bench_text
+
+    result = _finish(lambda: run_mcu_bench(target, Path(models) if models else None,
+                                           options.parse_names(backends) if backends else None,
+                                           Path(out) if out else None, samples, console.ProgressPrinter()), debug)
+    print(mcu_bench_text(result))
+
+
 @task(help={"fast": "only the fast unit tests (no TensorFlow, TVM or compiler; seconds)",
             "slow": "also run the slow end-to-end tests", "k": "only tests matching this expression",
             "x": "stop at the first failure"})

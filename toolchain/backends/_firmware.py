@@ -13,14 +13,13 @@ The bundle:
 A private module: it registers nothing.
 """
 
-import struct
 import tempfile
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import Callable
 
-from .. import bundle
+from .. import bundle, elf
 from ..errors import BuildError
 from ..hostenv import cross
 from ..model.info import ModelInfo
@@ -29,7 +28,7 @@ from ..target.profile import Target
 from .base import CompileRequest, CompileResult, ReportSection, memory_section
 
 LINKER_SCRIPTS_DIR = FIRMWARE_DIR / "ld"
-FIRMWARE_SOURCES = ("startup.c", "semihosting.c", "cycles.c")
+FIRMWARE_SOURCES = ("startup.c", "semihosting.c", "cycles.c", "markers.c")
 BOARD_IMAGE = "firmware.elf"
 BOARD_BINARY = "firmware.bin"
 EMULATOR_IMAGE = "firmware-qemu.elf"
@@ -141,43 +140,10 @@ def _link_board_image(objects: dict, target: Target, gcc: Path, out: Path, work:
 
 # ---------- memory ----------
 
-_SHT_SYMTAB, _SHT_NOBITS = 2, 8
-_SHF_WRITE, _SHF_ALLOC = 0x1, 0x2
-
-
-def _elf_layout(path: Path) -> tuple[list[dict], list[dict]]:
-    """Sections {"name", "bytes", "flash", "ram"} and sized symbols {"symbol", "bytes", "section"} of
-    a 32-bit little-endian ELF image. Flash holds what is loaded; RAM what is writable."""
-    data = path.read_bytes()
-    section_offset = struct.unpack_from("<I", data, 0x20)[0]
-    entry_size, count, names_index = struct.unpack_from("<HHH", data, 0x2E)
-    headers = [struct.unpack_from("<10I", data, section_offset + i * entry_size) for i in range(count)]
-
-    def string(table: int, offset: int) -> str:
-        start = headers[table][4] + offset
-        return data[start:data.index(b"\0", start)].decode()
-
-    sections = []
-    for name_offset, kind, flags, _, _, size, *_ in headers:
-        allocated = bool(flags & _SHF_ALLOC)
-        sections.append({"name": string(names_index, name_offset), "bytes": size,
-                         "flash": allocated and kind != _SHT_NOBITS, "ram": allocated and bool(flags & _SHF_WRITE)})
-    symbols = []
-    for header in headers:
-        if header[1] != _SHT_SYMTAB:
-            continue
-        offset, size, strings = header[4], header[5], header[6]
-        for start in range(offset, offset + size, 16):
-            name_offset, _, symbol_size, _, _, section = struct.unpack_from("<IIIBBH", data, start)
-            if symbol_size and 0 < section < count and (sections[section]["flash"] or sections[section]["ram"]):
-                symbols.append({"symbol": string(strings, name_offset), "bytes": symbol_size,
-                                "section": sections[section]["name"]})
-    return sections, symbols
-
-
 def _memory(image: Path, target: Target, context: dict) -> dict:
     """report.json's memory section, measured on the board image."""
-    sections, symbols = _elf_layout(image)
+    sections, located = elf.layout(image)
+    symbols = [{key: s[key] for key in ("symbol", "bytes", "section")} for s in located]
     in_region = {section["name"]: section for section in sections}
     stack = target.firmware["stack_bytes"]
     symbols.append({"symbol": "stack budget", "bytes": stack, "section": ".stack"})

@@ -21,7 +21,9 @@ class BackendCaps:
 
     formats: tuple[str, ...]  # model formats it compiles, most preferred first ("tflite", "onnx")
     needs_int8: bool = False  # compiles full-integer int8 models only: a float Keras model is quantized first
-    reference: str | None = None  # the reference it is bit-exact with (model/reference.py); None: the format's own
+    # The reference framework the backend is bit-exact with (toolchain/model/reference.py: "tflite-micro" for
+    # TFLite models); None: the model format's default (litert for .tflite).
+    reference: str | None = None
 
 
 @dataclass

@@ -1,4 +1,8 @@
-"""The instruction-counting qemu-user plugin (templates/qemu_insn_count.c.j2), built for the installed qemu.
+"""The instruction-counting qemu plugin (templates/qemu_insn_count.c.j2), built for the installed qemu.
+
+One plugin, two uses: qemu-user loads it to count a program's instructions; qemu-system loads it with
+two marker addresses to count the harness firmware's timed inferences by instruction class (the
+classes of toolchain/target/cycle_model.py).
 
 Debian's qemu-user loads TCG plugins (-plugin) but ships none, nor the plugin API header; the
 header comes from the qemu source package of the same upstream version (`apt-get source
@@ -7,8 +11,9 @@ header comes from the qemu source package of the same upstream version (`apt-get
     python -m toolchain.hostenv qemu-plugin
 
 Building it again is a no-op while qemu's version and the plugin's source stay the same. The plugin
-API is the same in every qemu-user binary of a version, so the one .so serves qemu-aarch64 and
-qemu-arm (32-bit ARM) alike.
+API is the same in every qemu binary of a version, so the one .so serves qemu-aarch64, qemu-arm
+(32-bit ARM) and qemu-system-arm alike (Debian builds qemu-user and qemu-system-arm from one source
+package, so their versions match).
 """
 
 import re
@@ -21,6 +26,7 @@ from .. import proc
 from ..atomic import atomic_file
 from ..errors import BuildError, MissingTool
 from ..paths import cache_dir
+from ..target.cycle_model import CLASSES
 from .debian import AptConfig
 
 Progress = Callable[[str], None]
@@ -60,7 +66,7 @@ def build(progress: Progress = lambda _: None) -> Path:
 
     api_version = re.search(r"#define QEMU_PLUGIN_VERSION (\d+)", header.read_text()).group(1)
     source, plugin = folder / _SOURCE, folder / PLUGIN
-    rendered = render_text("qemu_insn_count.c.j2", api_version=api_version)
+    rendered = render_text("qemu_insn_count.c.j2", api_version=api_version, classes=CLASSES)
     if plugin.is_file() and source.is_file() and source.read_text() == rendered:
         progress(f"the instruction-counting qemu plugin is present in {plugin}")
         return plugin
@@ -72,6 +78,13 @@ def build(progress: Progress = lambda _: None) -> Path:
         proc.run([gcc, "-shared", "-fPIC", "-O2", "-Wall", "-Werror", f"-I{folder}", "-o", partial, new_source],
                  what=f"gcc {_SOURCE}", tail_lines=4)
     return plugin
+
+
+def plugin_option(count_file: Path, **settings: str) -> str:
+    """-plugin's argument for the plugin built for this qemu: where it writes its count, and its settings
+    (begin=, end=: count by class between two marker addresses). qemu's option syntax reads ",," as a comma."""
+    words = [str(build()), f"out={count_file}", *(f"{key}={value}" for key, value in settings.items())]
+    return ",".join(word.replace(",", ",,") for word in words)
 
 
 def _fetch_header(header: Path, progress: Progress) -> None:

@@ -1,18 +1,28 @@
 """Reference outputs: run a model in its own framework, the yardstick a compiled build is validated against.
 
 Keras and SavedModel run in TensorFlow (a SavedModel through its serving signature), TFLite in LiteRT,
-ONNX in ONNX Runtime on the CPU.
+ONNX in ONNX Runtime on the CPU: each format's default reference. A backend may name another one it is
+bit-exact with (BackendCaps.reference): "tflite-micro", TFLite Micro's own interpreter (the
+`tflite-micro` wheel's host build of its reference kernels), for TFLite models. On a microcontroller
+target a TFLite model that LiteRT refuses to load (some TFLM example models quantize per channel along
+an axis LiteRT rejects: "quantized_dimension must be in range") falls back to TFLite Micro, and the
+validation says so.
 """
 
+from dataclasses import dataclass
 from importlib import metadata
 from typing import Callable
 
 import numpy as np
 
-from ..errors import BadInput, BuildError, EdgeyardError, reason
+from ..errors import BadInput, BuildError, EdgeyardError, reason, short_reason
 from .info import ModelInfo
 
 FRAMEWORKS = {"keras": "tensorflow", "savedmodel": "tensorflow", "tflite": "litert", "onnx": "onnxruntime"}
+# References a backend may name instead of its format's default, and the format each one reads.
+ALTERNATIVES = {"tflite-micro": "tflite"}
+# The reference that runs a microcontroller target's model when the default one refuses to load it.
+MICROCONTROLLER_FALLBACK = {"litert": "tflite-micro"}
 # Distributions behind each framework; the first one installed gives the version.
 DISTRIBUTIONS = {
     "tensorflow": {"tensorflow": ("tensorflow", "tensorflow-cpu"), "keras": ("keras",)},
@@ -20,33 +30,68 @@ DISTRIBUTIONS = {
     "onnxruntime": {"onnxruntime": ("onnxruntime",)},
     "tflite-micro": {"tflite-micro": ("tflite-micro",)},
 }
-TFLITE_MICRO_ARENA_BYTES = 16 << 20  # the host interpreter's arena: room for any microcontroller model
+# TFLite Micro runs in one fixed arena: this one fits any model a microcontroller could hold.
+TFLM_RUN_ARENA_BYTES = 64 * 1024 * 1024
 
 Runner = Callable[[list[np.ndarray]], list[np.ndarray]]  # one sample (batch-pinned arrays) -> outputs
+
+
+class ReferenceRefused(BuildError):
+    """The reference framework would not load the model (as opposed to failing while running it)."""
+
+
+@dataclass
+class Reference:
+    outputs: list[np.ndarray]  # each (N, *output shape)
+    framework: str  # the one that ran
+    note: str | None = None  # why it is not the one asked for
 
 
 def reference_outputs(info: ModelInfo, inputs: list[np.ndarray], framework: str | None = None) -> list[np.ndarray]:
     """Run N samples through the model: inputs[i].shape == (N, *info.inputs[i].shape).
 
-    The model runs sample by sample at its pinned shapes; outputs[k].shape == (N, *info.outputs[k].shape).
+    The model runs sample by sample at its pinned shapes, in `framework` (default: its format's
+    reference); outputs[k].shape == (N, *info.outputs[k].shape).
     """
+    framework = framework or reference_name(info)
     inputs = _checked_inputs(info, inputs)
     try:
-        run = _tflite_micro_runner(info) if framework == "tflite-micro" else _runner(info)
-        per_sample = [run([x[n] for x in inputs]) for n in range(len(inputs[0]))]
+        run = _runner(info, framework)
     except EdgeyardError:
         raise
     except Exception as err:  # each framework raises its own types
-        raise BuildError(f"{framework or reference_name(info)} could not run {info.path}: {reason(err)}.") from None
+        raise ReferenceRefused(f"{framework} could not load {info.path}: {reason(err)}.") from None
+    try:
+        per_sample = [run([x[n] for x in inputs]) for n in range(len(inputs[0]))]
+    except Exception as err:
+        raise BuildError(f"{framework} could not run {info.path}: {reason(err)}.") from None
     return [np.stack([sample[k] for sample in per_sample]) for k in range(len(info.outputs))]
 
 
-def reference_name(info: ModelInfo) -> str:
+def run_reference(info: ModelInfo, inputs: list[np.ndarray], framework: str, microcontroller: bool) -> Reference:
+    """reference_outputs() in `framework`; on a microcontroller target, a model the framework refuses to load
+    runs in its fallback (MICROCONTROLLER_FALLBACK) instead, and the Reference's note says why."""
+    try:
+        return Reference(reference_outputs(info, inputs, framework), framework)
+    except ReferenceRefused as refused:
+        fallback = MICROCONTROLLER_FALLBACK.get(framework) if microcontroller else None
+        if fallback is None:
+            raise
+        outputs = reference_outputs(info, inputs, fallback)
+        return Reference(outputs, fallback, f"{short_reason(str(refused), info.path)}; {fallback} ran it instead")
+
+
+def reference_name(info: ModelInfo, preferred: str | None = None) -> str:
+    """The reference that runs `info`: `preferred` (a backend's BackendCaps.reference) where it reads the model's
+    format, else the format's own."""
+    if preferred is not None and ALTERNATIVES.get(preferred, FRAMEWORKS.get(info.format)) == info.format:
+        return preferred
     return FRAMEWORKS[info.format]
 
 
 def framework_versions(framework: str) -> dict[str, str]:
-    """Versions of a reference framework's packages ("tensorflow", "litert" or "onnxruntime"), installed ones only."""
+    """Versions of a reference framework's packages ("tensorflow", "litert", "onnxruntime" or "tflite-micro"),
+    installed ones only."""
     versions = {}
     for name, distributions in DISTRIBUTIONS[framework].items():
         for distribution in distributions:
@@ -78,12 +123,28 @@ def _checked_inputs(info: ModelInfo, inputs: list[np.ndarray]) -> list[np.ndarra
     return checked
 
 
-def _runner(info: ModelInfo) -> Runner:
-    if info.format == "tflite":
+def _runner(info: ModelInfo, framework: str) -> Runner:
+    if framework == "tflite-micro":
+        return _tflite_micro_runner(info)
+    if framework == "litert":
         return _litert_runner(info)
-    if info.format == "onnx":
+    if framework == "onnxruntime":
         return _onnxruntime_runner(info)
     return _tensorflow_runner(info)
+
+
+def _tflite_micro_runner(info: ModelInfo) -> Runner:
+    from tflite_micro.python.tflite_micro import runtime
+
+    interpreter = runtime.Interpreter.from_file(str(info.path), arena_size=TFLM_RUN_ARENA_BYTES)
+
+    def run(sample: list[np.ndarray]) -> list[np.ndarray]:
+        for index, array in enumerate(sample):
+            interpreter.set_input(array, index)
+        interpreter.invoke()
+        return [interpreter.get_output(k).reshape(tensor.shape).copy() for k, tensor in enumerate(info.outputs)]
+
+    return run
 
 
 def _litert_runner(info: ModelInfo) -> Runner:
@@ -102,21 +163,6 @@ def _litert_runner(info: ModelInfo) -> Runner:
             interpreter.set_tensor(detail["index"], array)
         interpreter.invoke()
         return [interpreter.get_tensor(i).copy() for i in output_indices]
-
-    return run
-
-
-def _tflite_micro_runner(info: ModelInfo) -> Runner:
-    """TFLite Micro's own interpreter (its reference kernels), as the tflite-micro wheel builds it for the host."""
-    from tflite_micro.python.tflite_micro import runtime
-
-    interpreter = runtime.Interpreter.from_file(str(info.path), arena_size=TFLITE_MICRO_ARENA_BYTES)
-
-    def run(sample: list[np.ndarray]) -> list[np.ndarray]:
-        for i, array in enumerate(sample):
-            interpreter.set_input(array.reshape(info.inputs[i].shape), i)
-        interpreter.invoke()
-        return [interpreter.get_output(j).copy() for j in range(len(info.outputs))]
 
     return run
 

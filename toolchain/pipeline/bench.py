@@ -31,7 +31,7 @@ class _Timed:
     manifest: dict
     inputs: list
     timings_ns: list = field(default_factory=list)
-    instructions: int | None = None
+    count: runners.InstructionCount | None = None
 
     @classmethod
     def prepare(cls, built: BuildResult, target: Target, connection: runners.Connection | None = None) -> "_Timed":
@@ -47,10 +47,10 @@ class _Timed:
         result = runners.run_bundle(self.runner, target, self.built.out_dir / BUNDLE, self.manifest, self.inputs,
                                     warmup, runs, threads, count_instructions=count_instructions)
         self.timings_ns += result.timings_ns
-        self.instructions = result.instructions_per_inference if count_instructions else self.instructions
+        self.count = result.count if count_instructions else self.count
 
     def record(self, warmup: int, threads: int) -> BuildResult:
-        section = stats.bench_section(self.runner, self.timings_ns, warmup, threads, self.instructions)
+        section = stats.bench_section(self.runner, self.timings_ns, warmup, threads, self.count)
         updated = {**self.built.report, "bench": section}
         report.write(self.built.out_dir, updated)
         return BuildResult(self.built.out_dir, updated, cached=self.built.cached)

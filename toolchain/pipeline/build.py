@@ -92,10 +92,12 @@ def _plan(opts: BuildOptions) -> _Plan:
     out_dir = build_dir_for(target.name, str(model_path), backend_name, opts.out)
     from ..convert import repair
     from ..model import model_format
-    from ..model.reference import FRAMEWORKS, framework_versions
+    from ..model.reference import MICROCONTROLLER_FALLBACK, FRAMEWORKS, framework_versions
 
-    versions = {"edgeyard": __version__, **backend.versions(), **repair.versions(),
-                **framework_versions(FRAMEWORKS[model_format(model_path)])}
+    framework = backend.caps.reference or FRAMEWORKS[model_format(model_path)]
+    fallback = MICROCONTROLLER_FALLBACK.get(framework) if target.os == "none" else None
+    versions = {"edgeyard": __version__, **backend.versions(), **repair.versions(), **framework_versions(framework),
+                **(framework_versions(fallback) if fallback else {})}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
                "quantization": quantization.cache_key() if quantization else None,
                "data": model_sha256(Path(data)) if data else None}
@@ -206,19 +208,38 @@ def _convert(plan: _Plan, opts: BuildOptions, workdir: Path, progress: Progress)
 def _compile(plan: _Plan, converted: _Converted, bundle_dir: Path, progress: Progress) -> CompileResult:
     bundle_dir.mkdir()
     progress(f"compiling with {plan.backend.name} for {plan.target.name}")
-    return plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress))
+    compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress))
+    memory = next((section.data for section in compiled.sections if section.key == "memory"), None)
+    if memory is not None and converted.compiled.format == "tflite":
+        memory.update(_tflm_arena(converted.compiled.path, progress))
+    return compiled
+
+
+def _tflm_arena(model: Path, progress: Progress) -> dict:
+    """A microcontroller build's yardstick beside its arena_bytes: TFLite Micro's minimum arena for the same
+    model (about 0.5 s), or why it could not be measured."""
+    from ..model.tflm_arena import minimum_arena_bytes
+
+    progress("measuring TFLite Micro's minimum arena for the same model")
+    try:
+        return {"tflm_arena_bytes": minimum_arena_bytes(model), "tflm_arena_unavailable": None}
+    except BuildError as err:  # a comparison figure: its absence must not fail the build
+        return {"tflm_arena_bytes": None, "tflm_arena_unavailable": str(err)}
 
 
 def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, compiled: CompileResult,
                       bundle_dir: Path, progress: Progress) -> _Ran:
     """Run the reference and the bundle on the same inputs, compare them, and keep the build's quick timing."""
-    from ..model.reference import reference_name, reference_outputs
+    from ..model.reference import reference_name, run_reference
 
     model, manifest = converted.model, compiled.manifest
     inputs = validate.make_inputs(model, opts.samples, plan.data)
-    reference_framework = plan.backend.caps.reference or reference_name(model)
-    progress(f"running the reference ({reference_framework}) on {opts.samples} samples")
-    reference = reference_outputs(model, inputs.tensors, reference_framework)
+    framework = reference_name(model, plan.backend.caps.reference)
+    progress(f"running the reference ({framework}) on {opts.samples} samples")
+    ran_reference = run_reference(model, inputs.tensors, framework, microcontroller=plan.target.os == "none")
+    if ran_reference.note:
+        progress(f"reference: {ran_reference.note}")
+    reference = ran_reference.outputs
     runner, why = runners.select(plan.target, entry_of(manifest))
     if runner is None:
         validation = validate.not_run(why or compiled.not_run or NO_RUNNER, opts.samples)
@@ -229,9 +250,8 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
                                     stats.BUILD_WARMUP, stats.BUILD_RUNS, opts.threads, count_instructions=True)
         tolerance = compiled.tolerance or (converted.quantization or {}).get("validation_tolerance")
         validation = validate.compare(result.outputs, reference, converted.compiled.outputs, inputs.labels, tolerance)
-        timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads,
-                                     result.instructions_per_inference)
-    validation.update(inputs=inputs.source, reference=reference_framework)
+        timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads, result.count)
+    validation.update(inputs=inputs.source, reference=ran_reference.framework, reference_note=ran_reference.note)
     if validation["ran"] and not validation["passed"]:
         raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
                          f"{validate.failure_summary(validation)}.")

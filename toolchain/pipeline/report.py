@@ -24,10 +24,15 @@ def write_coverage(out_dir: Path, coverage: dict) -> None:
     _write_json_and_markdown(out_dir, "coverage", coverage)
 
 
-def _write_json_and_markdown(out_dir: Path, stem: str, data: dict) -> None:
+def write_mcu_bench(out_dir: Path, bench: dict) -> None:
+    """mcu_bench.json and mcu_bench.md: the MLPerf Tiny models on a microcontroller, every backend (bench-mcu)."""
+    _write_json_and_markdown(out_dir, "mcu_bench", bench, headers=MCU_BENCH_HEADERS, rows=mcu_bench_rows(bench))
+
+
+def _write_json_and_markdown(out_dir: Path, stem: str, data: dict, **context) -> None:
     """<stem>.json and <stem>.md (from templates/<stem>.md.j2); each replaces its old version atomically."""
     atomic_write(out_dir / f"{stem}.json", json.dumps(data, indent=2) + "\n")
-    render(f"{stem}.md.j2", out_dir / f"{stem}.md", **{stem: data})
+    render(f"{stem}.md.j2", out_dir / f"{stem}.md", **{stem: data}, **context)
 
 
 def read(out_dir: Path) -> dict:
@@ -59,6 +64,9 @@ def summary(report: dict) -> str:
     size = sum(a["bytes"] for a in report["artifacts"])
     if b["instructions_per_inference"]:
         lines.append(f"instructions per inference: {b['instructions_per_inference']:,} (instructions, not cycles)")
+    if b.get("estimated_cycles_per_inference"):
+        lines.append(f"estimated cycles per inference: {b['estimated_cycles_per_inference']:,} (estimate from "
+                     f"instruction classes and the {b['cycle_model']['core']}'s published timings)")
     if report.get("quantization"):
         lines.append(quantization_summary(report["quantization"]))
     lines += [section["summary"] for section in report.get("sections", []) if section["summary"]]
@@ -92,3 +100,35 @@ def comparison_summary(comparison: dict) -> str:
                      (b["runner"] or "-") + (" (emulated)" if b["emulated"] else "")])  # the note is in comparison.md
     head = f"{Path(comparison['model']).name} on {comparison['target']} -> {comparison['out_dir']}/comparison.md"
     return head + "\n" + table(["backend", "validation", "median ms", "p90 ms", "instructions", "runner"], rows)
+
+
+MCU_BENCH_HEADERS = ["model", "backend", "validated (max LSB)", "instructions (emulated)", "cycles (estimate)",
+                     "working memory B", "TFLM arena B", "memory/TFLM", "flash B", "RAM B", "published best cycles",
+                     "estimate/published"]
+
+
+def mcu_bench_rows(bench: dict) -> list[list[str]]:
+    """bench-mcu's table, one list of cells per (model, backend); the same cells in the console and mcu_bench.md."""
+    def number(value) -> str:
+        return f"{value:,}" if value is not None else "-"
+
+    rows = []
+    for row in bench["rows"]:
+        published = f"{row['published_cycles'] / 1e6:.3g} M" if row["published_cycles"] else "-"
+        if row["error"]:
+            rows.append([row["model"], row["backend"], f"failed: {short_reason(row['error'], row['model'])}",
+                         "-", "-", "-", number(row["tflm_arena_bytes"]), "-", "-", "-", published, "-"])
+            continue
+        validated = f"{'yes' if row['validated'] else 'NO'} ({row['max_abs_error']:.3g})"
+        ratio = lambda value: f"{value:.2f}x" if value is not None else "-"  # noqa: E731
+        rows.append([row["model"], row["backend"], validated, number(row["instructions_per_inference"]),
+                     number(row["estimated_cycles_per_inference"]), number(row["working_memory_bytes"]),
+                     number(row["tflm_arena_bytes"]), ratio(row["arena_ratio"]), number(row["flash_bytes"]),
+                     number(row["ram_bytes"]), published, ratio(row["cycles_over_published"])])
+    return rows
+
+
+def mcu_bench_text(bench: dict) -> str:
+    head = (f"MLPerf Tiny int8 on {bench['target']} -> {bench['out_dir']}/mcu_bench.md "
+            f"(instructions: counted by the emulator; cycles: an estimate from instruction classes)")
+    return head + "\n" + table(MCU_BENCH_HEADERS, mcu_bench_rows(bench))

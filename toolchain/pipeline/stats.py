@@ -21,14 +21,17 @@ def latency_ms(timings_ns: list[int]) -> dict | None:
     }
 
 
-def bench_section(runner, timings_ns: list[int], warmup: int, threads: int,
-                  instructions_per_inference: int | None = None) -> dict:
-    """The report's `bench` section; `runner` is None when the bundle could not run."""
+def bench_section(runner, timings_ns: list[int], warmup: int, threads: int, count=None) -> dict:
+    """The report's `bench` section; `runner` is None when the bundle could not run; `count` is the runner's
+    InstructionCount where it counts."""
     return {
         "runner": runner.name if runner else None,
         "emulated": bool(runner and runner.caps.emulated),
         "latency_ms": latency_ms(timings_ns),
-        "instructions_per_inference": instructions_per_inference,
+        "instructions_per_inference": count.instructions_per_inference if count else None,
+        "estimated_cycles_per_inference": count.estimated_cycles_per_inference if count else None,
+        "instruction_classes": count.instruction_classes if count else None,
+        "cycle_model": count.cycle_model if count else None,
         "runs": len(timings_ns),
         "warmup": warmup,
         "threads": threads,

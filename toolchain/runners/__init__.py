@@ -3,6 +3,7 @@
 from ..registry import Registry
 from .base import (
     Connection,
+    InstructionCount,
     Runner,
     RunnerCaps,
     RunRequest,
@@ -22,7 +23,7 @@ def register(runner: Runner) -> Runner:
 names = RUNNERS.names
 get = RUNNERS.get
 
-__all__ = ["RUNNERS", "Connection", "Runner", "RunnerCaps", "RunRequest", "RunResult", "run_bundle", "register",
+__all__ = ["RUNNERS", "Connection", "InstructionCount", "Runner", "RunnerCaps", "RunRequest", "RunResult", "run_bundle", "register",
            "names", "get", "select"]
 
 

@@ -38,12 +38,24 @@ class Connection:
         return "ssh" if self.host else "tvm-rpc"
 
 
+@dataclass(frozen=True)
+class InstructionCount:
+    """What a counting runner measured for one inference of sample 0."""
+
+    instructions_per_inference: int
+    # Where the runner counts by instruction class (qemu-system, harness firmware with its markers) and the
+    # core has a cycle model (toolchain/target/cycle_model.py); None elsewhere.
+    estimated_cycles_per_inference: int | None = None
+    instruction_classes: dict[str, int] | None = None  # class -> instructions per inference
+    cycle_model: dict | None = None  # the core, its cycles per class, the source and how far off it can be
+
+
 @dataclass
 class RunResult:
     outputs: list[np.ndarray]  # each (samples, *output shape)
     timings_ns: list[int]  # one per timed repeat; empty when repeat was 0
     emulated: bool  # wall time came from an emulator, not the device
-    instructions_per_inference: int | None = None  # from runners that count instructions exactly
+    count: InstructionCount | None = None  # from runners that count instructions exactly
 
 
 @dataclass(frozen=True)
@@ -105,7 +117,7 @@ class Runner:
         """Remote runners: run the protocol on the board, reading IN_DIR here and leaving OUT_DIR's files here."""
         raise NotImplementedError
 
-    def count_instructions(self, request: RunRequest) -> int:
+    def count_instructions(self, request: RunRequest) -> InstructionCount:
         """Counting runners: instructions per inference of sample 0, the same figure run after run."""
         raise NotImplementedError
 
@@ -163,10 +175,10 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         timings = [int(line) for line in timings_path.read_text().split()] if repeat > 0 else []
         if repeat > 0 and len(timings) != repeat:
             raise BuildError(f"the {manifest['backend']} bundle reported {len(timings)} timings, expected {repeat}.")
-        instructions = None
+        count = None
         if count_instructions and runner.caps.counts_instructions:
-            instructions = runner.count_instructions(request)
-    return RunResult(outputs, timings, runner.caps.emulated, instructions)
+            count = runner.count_instructions(request)
+    return RunResult(outputs, timings, runner.caps.emulated, count)
 
 
 def _execute_here(runner: Runner, request: RunRequest) -> None:

@@ -16,12 +16,14 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .. import proc
+from .. import elf, proc
 from ..bundle import Entry, entry_of
 from ..errors import BuildError, MissingTool, output_tail
+from ..hostenv import qemu_plugin
+from ..target import cycle_model
 from ..target.profile import Target
 from . import register
-from .base import Runner, RunnerCaps, RunRequest
+from .base import InstructionCount, Runner, RunnerCaps, RunRequest
 
 # Exit status of the harness firmware after a fault (firmware/startup.c), and of this program when
 # the firmware did not finish in time (as coreutils' timeout says it).
@@ -31,6 +33,8 @@ USAGE_EXIT_STATUS = 2
 # Timed runs when counting instructions: the SysTick span of all of them is read once, so the
 # per-inference count is within (instructions per tick) / COUNT_REPEATS of the truth.
 COUNT_REPEATS = 4
+# The harness's functions around its timed runs (firmware/markers.h): the plugin counts by class between them.
+MARKERS = ("edgeyard_inferences_begin", "edgeyard_inferences_end")
 
 
 class QemuSystemRunner(Runner):
@@ -47,28 +51,58 @@ class QemuSystemRunner(Runner):
         return None
 
     def command(self, target: Target, entry: Entry, threads: int) -> tuple[list[str], dict[str, str]]:
+        # One core, one thread: `threads` has nothing to change on a microcontroller.
+        return self._command(target, entry), {}
+
+    def _command(self, target: Target, entry: Entry, qemu_options: tuple[str, ...] = ()) -> list[str]:
         emulator = list(target.emulator["command"])
         if shutil.which(emulator[0]) is None:
             raise MissingTool(emulator[0], "install it with: apt-get install qemu-system-arm, or run ./bootstrap.sh.")
-        # One core, one thread: `threads` has nothing to change on a microcontroller.
         return [sys.executable, "-m", __name__, "--timeout-s", str(target.emulator["timeout_s"]),
-                "--", *emulator, *entry.argv], {}
+                "--", *emulator, *qemu_options, *entry.argv]
 
-    def count_instructions(self, request: RunRequest) -> int:
-        """Instructions per inference of sample 0, from SysTick under -icount shift=0."""
-        target = request.target
-        argv, _ = self.command(target, entry_of(request.manifest), request.threads)
+    def count_instructions(self, request: RunRequest) -> InstructionCount:
+        """Instructions per inference of sample 0, from SysTick under -icount shift=0; in the same run, when the
+        image has the inference markers (firmware/markers.h), the counting plugin's instructions by class and,
+        for a core with a cycle model, the estimated cycles."""
+        target, entry = request.target, entry_of(request.manifest)
+        markers = elf.function_addresses(request.bundle_dir / entry.argv[0], MARKERS)
         with tempfile.TemporaryDirectory(prefix="edgeyard-count-") as io_dir:
-            first_in, out = Path(io_dir, "in"), Path(io_dir, "out")
+            first_in, out, class_file = Path(io_dir, "in"), Path(io_dir, "out"), Path(io_dir, "classes.txt")
             first_in.mkdir()
             out.mkdir()
             for i, first in enumerate(request.first_sample()):
                 (first_in / f"input{i}.bin").write_bytes(first)
-            proc.run([*argv, first_in, out, "1", "0", str(COUNT_REPEATS)], cwd=request.bundle_dir,
-                     what=f"counting instructions on {self.name}", tail_lines=1)
+            plugin = () if markers is None else (
+                "-plugin", qemu_plugin.plugin_option(class_file, **{key: hex(markers[name]) for key, name in
+                                                                    zip(("begin", "end"), MARKERS)}))
+            proc.run([*self._command(target, entry, plugin), first_in, out, "1", "0", str(COUNT_REPEATS)],
+                     cwd=request.bundle_dir, what=f"counting instructions on {self.name}", tail_lines=1)
             ticks = sum(int(line) for line in (out / "ticks.txt").read_text().split())
+            counted = None if markers is None else _class_counts(class_file)
         instructions_per_tick = 10**9 / target.emulator["systick_hz"]  # -icount shift=0: 1 instruction per ns
-        return round(ticks * instructions_per_tick / COUNT_REPEATS)
+        instructions = round(ticks * instructions_per_tick / COUNT_REPEATS)
+        if counted is None:
+            return InstructionCount(instructions)
+        classes, registers_moved = counted
+        model = cycle_model.model_for(target.cpu)
+        if model is None:
+            return InstructionCount(instructions, instruction_classes=classes)
+        best, typical, worst = cycle_model.estimate(model, classes, registers_moved)
+        return InstructionCount(instructions, typical, classes, {
+            "core": model.core, "cycles_per_class": {name: list(cycles) for name, cycles in model.cycles.items()},
+            "cycles_per_register": model.cycles_per_register, "registers_moved_per_inference": round(registers_moved),
+            "range_per_inference": [best, worst], "source": model.source, "accuracy": model.accuracy})
+
+
+def _class_counts(path: Path) -> tuple[dict[str, int], float]:
+    """The plugin's counts over the COUNT_REPEATS timed runs, per inference: instructions by class, registers moved."""
+    counts = {name: int(value) for name, value in (line.split() for line in path.read_text().splitlines())}
+    if counts.get("marker_calls") != 1:
+        raise BuildError(f"the counting plugin saw the inference markers {counts.get('marker_calls', 0)} times, "
+                         f"not once: the firmware's harness calls them wrongly.")
+    classes = {name: round(counts[name] / COUNT_REPEATS) for name in cycle_model.CLASSES}
+    return classes, counts["registers_moved"] / COUNT_REPEATS
 
 
 def _semihosting_argument(value: str) -> str:

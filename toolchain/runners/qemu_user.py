@@ -23,7 +23,7 @@ from ..errors import MissingTool
 from ..hostenv import qemu_plugin, userland
 from ..target.profile import Target
 from . import register
-from .base import Runner, RunnerCaps, RunRequest
+from .base import InstructionCount, Runner, RunnerCaps, RunRequest
 
 # SAMPLES of the two counted runs.
 COUNT_SAMPLES = (1, 9)
@@ -89,9 +89,8 @@ class QemuUserRunner(Runner):
         env_args = [arg for key, value in {**entry.env, **guest_env}.items() for arg in ("-E", f"{key}={value}")]
         return emulator + env_args + argv
 
-    def count_instructions(self, request: RunRequest) -> int:
+    def count_instructions(self, request: RunRequest) -> InstructionCount:
         """Instructions per inference of sample 0, counted on one thread whatever `threads` is."""
-        plugin = qemu_plugin.build()
         manifest = request.manifest
         emulator, *argv = self._command(request.target, entry_of(manifest), {**_guest_env(1), **_COUNT_ENV})
         counts = []
@@ -103,14 +102,12 @@ class QemuUserRunner(Runner):
                 run_out.mkdir()
                 for i, first in enumerate(request.first_sample()):
                     (run_in / f"input{i}.bin").write_bytes(first * samples)
-                # qemu's option syntax reads ",," as a literal comma.
-                plugin_option = f"{str(plugin).replace(',', ',,')},out={str(count_file).replace(',', ',,')}"
-                counted = [shutil.which(emulator), "-plugin", plugin_option, *argv, str(run_in), str(run_out),
+                counted = [shutil.which(emulator), "-plugin", qemu_plugin.plugin_option(count_file), *argv, str(run_in), str(run_out),
                            str(samples), "0", "0"]
                 proc.run(counted, cwd=copy, env={}, timeout_s=_COUNT_TIMEOUT_S,
                          what=f"counting the instructions of the {manifest['backend']} bundle")
                 counts.append(int(count_file.read_text()))
-        return round((counts[1] - counts[0]) / (COUNT_SAMPLES[1] - COUNT_SAMPLES[0]))
+        return InstructionCount(round((counts[1] - counts[0]) / (COUNT_SAMPLES[1] - COUNT_SAMPLES[0])))
 
 
 register(QemuUserRunner())
