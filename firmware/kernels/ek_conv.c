@@ -1,6 +1,7 @@
 /* CONV_2D and FULLY_CONNECTED: im2col into int16 columns (input offset added), then a GEMM whose
- * inner loop does two output channels x two pixels with SXTB16 + SMLAD: 16 MACs per 4 weight
- * words expanded and 4 column words loaded. */
+ * inner loop does two output channels x two pixels with SXTB16 + SMLAD: 16 MACs per 2 weight
+ * words expanded and 4 column words loaded. The depth is padded to a multiple of four (zero
+ * weights), so there is no tail loop. */
 #include "ek_arith.h"
 #include "ek_kernels.h"
 #include "ek_requant.h"
@@ -61,7 +62,7 @@ EK_INLINE void gemm_two_pixels(const ek_conv_params *p, int32_t depth, const int
                                const int16_t *column1, int8_t *out0, int8_t *out1, const int flags) {
   const ek_requant rq = p->rq;
   const int8_t *weights = p->weights;
-  const int32_t groups = depth >> 2, tail = depth & 3, out_c = p->out_c;
+  const int32_t groups = depth >> 2, out_c = p->out_c;
   int32_t channel = 0;
   for (; channel + 2 <= out_c; channel += 2) {
     int32_t acc00 = rq.bias[channel], acc10 = rq.bias[channel + 1];
@@ -87,13 +88,6 @@ EK_INLINE void gemm_two_pixels(const ek_conv_params *p, int32_t depth, const int
       acc11 = ek_smlad(b0, low, acc11);
       acc11 = ek_smlad(b1, high, acc11);
     }
-    for (int32_t t = 0; t < tail; t++) {
-      acc00 += x0[t] * weights[t];
-      acc01 += x1[t] * weights[t];
-      acc10 += x0[t] * weights[tail + t];
-      acc11 += x1[t] * weights[tail + t];
-    }
-    weights += 2 * tail;
     /* All four values before any store: an int8 store may alias anything, and would make the
      * compiler load the channels' constants again. */
     const int8_t value00 = ek_requant_output(rq, acc00, channel, flags);
@@ -115,10 +109,6 @@ EK_INLINE void gemm_two_pixels(const ek_conv_params *p, int32_t depth, const int
       acc1 = ek_smlad(ek_load32(x1), low, acc1);
       acc1 = ek_smlad(ek_load32(x1 + 2), high, acc1);
     }
-    for (int32_t t = 0; t < tail; t++) {
-      acc0 += x0[t] * weights[t];
-      acc1 += x1[t] * weights[t];
-    }
     const int8_t value0 = ek_requant_output(rq, acc0, channel, flags);
     const int8_t value1 = ek_requant_output(rq, acc1, channel, flags);
     out0[channel] = value0;
@@ -131,7 +121,7 @@ EK_INLINE void gemm_one_pixel(const ek_conv_params *p, int32_t depth, const int1
                               const int flags) {
   const ek_requant rq = p->rq;
   const int8_t *weights = p->weights;
-  const int32_t groups = depth >> 2, tail = depth & 3, out_c = p->out_c;
+  const int32_t groups = depth >> 2, out_c = p->out_c;
   int32_t channel = 0;
   for (; channel + 2 <= out_c; channel += 2) {
     int32_t acc0 = rq.bias[channel], acc1 = rq.bias[channel + 1];
@@ -147,11 +137,6 @@ EK_INLINE void gemm_one_pixel(const ek_conv_params *p, int32_t depth, const int1
       acc1 = ek_smlad(a0, ek_sxtb16(w1), acc1);
       acc1 = ek_smlad(a1, ek_sxtb16_ror8(w1), acc1);
     }
-    for (int32_t t = 0; t < tail; t++) {
-      acc0 += x[t] * weights[t];
-      acc1 += x[t] * weights[tail + t];
-    }
-    weights += 2 * tail;
     const int8_t value0 = ek_requant_output(rq, acc0, channel, flags);
     const int8_t value1 = ek_requant_output(rq, acc1, channel + 1, flags);
     out[channel] = value0;
@@ -165,15 +150,16 @@ EK_INLINE void gemm_one_pixel(const ek_conv_params *p, int32_t depth, const int1
       acc = ek_smlad(ek_load32(x), ek_sxtb16(w), acc);
       acc = ek_smlad(ek_load32(x + 2), ek_sxtb16_ror8(w), acc);
     }
-    for (int32_t t = 0; t < tail; t++) acc += x[t] * weights[t];
     out[channel] = ek_requant_output(rq, acc, channel, flags);
   }
 }
 
 EK_INLINE void conv(const ek_conv_params *p, const int8_t *input, int8_t *output, int16_t *scratch,
                     const int flags) {
-  const int32_t depth = p->k_h * p->k_w * p->in_c, out_c = p->out_c;
-  int16_t *column0 = scratch, *column1 = scratch + (depth + 1) / 2 * 2;
+  /* The depth padded to whole groups of four: the weights carry zeros there, the columns too. */
+  const int32_t window = p->k_h * p->k_w * p->in_c, depth = (window + 3) & ~3, out_c = p->out_c;
+  int16_t *column0 = scratch, *column1 = scratch + depth;
+  for (int32_t i = window; i < depth; i++) column0[i] = column1[i] = 0;
   const int32_t pixels = p->out_h * p->out_w;
   int32_t pixel = 0;
   for (; pixel + 2 <= pixels; pixel += 2) {

@@ -7,9 +7,9 @@
  * scratch memory receives it from the driver (the size is part of the plan).
  *
  * Weights of CONV_2D and FULLY_CONNECTED are packed by the build for the SXTB16 + SMLAD loop:
- * output channels in pairs, the two rows' K values interleaved 4 by 4, each group of four stored
- * as w0 w2 w1 w3 (SXTB16 of the word gives w0,w1 and of the word rotated by 8 gives w2,w3); the
- * K % 4 last values of a row stay in order. An odd last channel keeps its own row the same way.
+ * each row's K values padded with zeros to a multiple of four, output channels in pairs, the two
+ * rows interleaved 4 by 4, each group of four stored as w0 w2 w1 w3 (SXTB16 of the word gives
+ * w0,w1 and of the word rotated by 8 gives w2,w3). An odd last channel keeps its own row.
  */
 #ifndef EK_KERNELS_H
 #define EK_KERNELS_H
@@ -39,8 +39,8 @@ typedef struct {
   ek_requant rq;
 } ek_conv_params;
 
-/* Scratch bytes ek_conv_s8 needs: two im2col columns of int16. */
-#define EK_CONV_SCRATCH_BYTES(k_h, k_w, in_c) (4 * (((k_h) * (k_w) * (in_c) + 1) / 2 * 2))
+/* Scratch bytes ek_conv_s8 needs: two im2col columns of int16, their depth padded to fours. */
+#define EK_CONV_SCRATCH_BYTES(k_h, k_w, in_c) (4 * (((k_h) * (k_w) * (in_c) + 3) & ~3))
 void ek_conv_s8(const ek_conv_params *p, const int8_t *input, int8_t *output, int16_t *scratch);
 
 /* DEPTHWISE_CONV_2D. Weights as TFLite stores them: [k_h][k_w][out_c]. */
@@ -72,14 +72,17 @@ void ek_average_pool_s8(const ek_pool_params *p, const int8_t *input, int8_t *ou
 void ek_max_pool_s8(const ek_pool_params *p, const int8_t *input, int8_t *output);
 
 /* Elementwise binary ops with broadcasting over up to 4 dimensions: an input's stride is 0 along
- * a dimension it broadcasts. */
+ * a dimension it broadcasts; `same_shape` inputs run as one flat loop. */
 typedef struct {
   int32_t shape[4];
   int32_t strides1[4], strides2[4];
-  int32_t input1_offset, input2_offset, output_offset;
-  int32_t left_shift; /* ADD: both inputs scaled by 2^left_shift first */
-  int32_t input1_multiplier, input1_shift, input2_multiplier, input2_shift;
+  int32_t same_shape;
+  int32_t input1_offset, input2_offset, output_offset; /* MUL */
+  /* ADD: each input's rescaled value (TFLite's (v - zero point) << 20, times its multiplier) for
+   * every int8 v, at [v + 128]: the sum of two table entries is TFLite's raw_sum. */
+  const int32_t *table1, *table2;
   int32_t output_multiplier, output_shift;
+  int32_t fast_output; /* the output requantization fits ek_requantize (shift <= -1, sums below 2^30) */
   int32_t act_min, act_max;
 } ek_binary_params;
 

@@ -160,6 +160,7 @@ class _Ran:
 
     validation: dict
     timing: dict
+    profile: list[dict] | None = None  # per layer, where the bundle reports its layers
 
 
 def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
@@ -241,6 +242,7 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
         progress(f"reference: {ran_reference.note}")
     reference = ran_reference.outputs
     runner, why = runners.select(plan.target, entry_of(manifest))
+    profile = None
     if runner is None:
         validation = validate.not_run(why or compiled.not_run or NO_RUNNER, opts.samples)
         timing = stats.bench_section(None, [], 0, opts.threads)
@@ -251,11 +253,13 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
         tolerance = compiled.tolerance or (converted.quantization or {}).get("validation_tolerance")
         validation = validate.compare(result.outputs, reference, converted.compiled.outputs, inputs.labels, tolerance)
         timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads, result.count)
+        profile = stats.layer_profile(manifest.get("firmware", {}).get("layers"), result.layer_counts,
+                                      runner.caps.emulated)
     validation.update(inputs=inputs.source, reference=ran_reference.framework, reference_note=ran_reference.note)
     if validation["ran"] and not validation["passed"]:
         raise BuildError(f"validation failed for {plan.backend.name} on {plan.target.name}: "
                          f"{validate.failure_summary(validation)}.")
-    return _Ran(validation, timing)
+    return _Ran(validation, timing, profile)
 
 
 def _report(plan: _Plan, converted: _Converted, compiled: CompileResult, ran: _Ran, started: float) -> dict:
@@ -273,6 +277,7 @@ def _report(plan: _Plan, converted: _Converted, compiled: CompileResult, ran: _R
         "artifacts": [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in compiled.manifest["files"]],
         "validation": ran.validation,
         "bench": ran.timing,
+        "profile": ran.profile,
         "memory": None,  # bare-metal bundles: flash and RAM (a backend's "memory" section replaces it)
         **{section.key: section.data for section in compiled.sections},
         "sections": [section.to_json() for section in compiled.sections],

@@ -21,6 +21,15 @@ def latency_ms(timings_ns: list[int]) -> dict | None:
     }
 
 
+def layer_profile(layers: list[dict] | None, counts: list[int] | None, emulated: bool) -> list[dict] | None:
+    """report.json's `profile`: each layer the bundle's manifest lists ({layer, operator, op, name, macs})
+    with its mean share of a timed inference, in instructions under an emulator, cycles on a board."""
+    if not layers or counts is None or len(counts) != len(layers):
+        return None
+    unit = "instructions" if emulated else "cycles"
+    return [{**layer, unit: count} for layer, count in zip(layers, counts)]
+
+
 def bench_section(runner, timings_ns: list[int], warmup: int, threads: int, count=None) -> dict:
     """The report's `bench` section; `runner` is None when the bundle could not run; `count` is the runner's
     InstructionCount where it counts."""

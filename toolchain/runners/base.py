@@ -56,6 +56,9 @@ class RunResult:
     timings_ns: list[int]  # one per timed repeat; empty when repeat was 0
     emulated: bool  # wall time came from an emulator, not the device
     count: InstructionCount | None = None  # from runners that count instructions exactly
+    # Each layer's mean share of a timed run (OUT_DIR/layers.txt, from bundles that profile their layers):
+    # cycles on a board, instructions under an emulator that counts them.
+    layer_counts: list[int] | None = None
 
 
 @dataclass(frozen=True)
@@ -175,10 +178,12 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         timings = [int(line) for line in timings_path.read_text().split()] if repeat > 0 else []
         if repeat > 0 and len(timings) != repeat:
             raise BuildError(f"the {manifest['backend']} bundle reported {len(timings)} timings, expected {repeat}.")
+        layers_path = out_dir / "layers.txt"
+        layer_counts = [int(line) for line in layers_path.read_text().split()] if layers_path.exists() else None
         count = None
         if count_instructions and runner.caps.counts_instructions:
             count = runner.count_instructions(request)
-    return RunResult(outputs, timings, runner.caps.emulated, count)
+    return RunResult(outputs, timings, runner.caps.emulated, count, layer_counts)
 
 
 def _execute_here(runner: Runner, request: RunRequest) -> None:

@@ -145,22 +145,14 @@ def _requantization(graph: Graph, operator: Operator, input_t: Tensor, weights: 
 
 
 def pack_weights(rows: np.ndarray) -> np.ndarray:
-    """[out_c, K] int8 -> the layout of ek_kernels.h: rows in pairs, the pair's K values interleaved
-    4 by 4, each four as w0 w2 w1 w3; each row's K % 4 tail in order after its pair's groups."""
+    """[out_c, K] int8 -> the layout of ek_kernels.h: rows padded with zeros to a multiple of four,
+    in pairs, the pair's values interleaved 4 by 4, each four as w0 w2 w1 w3."""
     out_c, depth = rows.shape
-    groups = depth // 4
-    order = [0, 2, 1, 3]
-    pieces = []
-    for start in range(0, out_c - 1, 2):
-        pair = rows[start:start + 2]
-        body = pair[:, :groups * 4].reshape(2, groups, 4)[:, :, order]  # [2, groups, 4]
-        pieces.append(body.transpose(1, 0, 2).reshape(-1))  # group by group: row 0's four, row 1's four
-        pieces.append(pair[:, groups * 4:].reshape(-1))  # row 0's tail, row 1's tail
-    if out_c % 2:
-        row = rows[-1]
-        pieces.append(row[:groups * 4].reshape(groups, 4)[:, order].reshape(-1))
-        pieces.append(row[groups * 4:])
-    return np.concatenate(pieces).astype(np.int8) if pieces else np.zeros(0, np.int8)
+    padded = np.zeros((out_c, -(-depth // 4) * 4), np.int8)
+    padded[:, :depth] = rows
+    groups = padded.reshape(out_c, -1, 4)[:, :, [0, 2, 1, 3]]  # [out_c, K / 4, 4]
+    pairs = groups[:out_c // 2 * 2].reshape(out_c // 2, 2, -1, 4).transpose(0, 2, 1, 3)  # pair, group, row, four
+    return np.concatenate([pairs.reshape(-1), groups[out_c // 2 * 2:].reshape(-1)]).astype(np.int8)
 
 
 def _bias(graph: Graph, operator: Operator, channels: int) -> np.ndarray:
@@ -207,7 +199,7 @@ def _gemm_layer(graph: Graph, operator: Operator, params: dict, rows: np.ndarray
                   params={**params, "weights": packed.symbol, "rq": requant}, constants=[packed, *constants],
                   args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True),
                         Arg("tensor", operator.outputs[0]), Arg("scratch", c_type="int16_t")],
-                  scratch_bytes=4 * ((depth + 1) // 2 * 2), macs=macs)
+                  scratch_bytes=4 * -(-depth // 4) * 4, macs=macs)
 
 
 def conv_2d(graph: Graph, operator: Operator) -> Layer:
@@ -312,23 +304,32 @@ def _binary(graph: Graph, operator: Operator, kernel: str) -> Layer:
     out_shape = (1,) * (4 - len(output.shape)) + tuple(output.shape)
     act_min, act_max = fx.activation_range(operator.options.FusedActivationFunction(), output.scale,
                                            output.zero_point)
-    params = {"shape": list(out_shape), "strides1": _broadcast_strides(first.shape, out_shape),
-              "strides2": _broadcast_strides(second.shape, out_shape), "input1_offset": -first.zero_point,
-              "input2_offset": -second.zero_point, "output_offset": output.zero_point,
-              "act_min": act_min, "act_max": act_max}
-    if kernel == "ek_add_s8":
-        twice_max = 2 * max(float(first.scale), float(second.scale))
-        params["left_shift"] = 20
-        params["input1_multiplier"], params["input1_shift"] = fx.quantize_multiplier(float(first.scale) / twice_max)
-        params["input2_multiplier"], params["input2_shift"] = fx.quantize_multiplier(float(second.scale) / twice_max)
-        params["output_multiplier"], params["output_shift"] = fx.quantize_multiplier(
-            twice_max / ((1 << 20) * float(output.scale)))
-    else:
-        params.update(left_shift=0, input1_multiplier=0, input1_shift=0, input2_multiplier=0, input2_shift=0)
-        params["output_multiplier"], params["output_shift"] = fx.quantize_multiplier(
-            float(first.scale) * float(second.scale) / float(output.scale))
     same_shape = first.shape == second.shape == output.shape
+    params = {"shape": list(out_shape), "strides1": _broadcast_strides(first.shape, out_shape),
+              "strides2": _broadcast_strides(second.shape, out_shape), "same_shape": int(same_shape),
+              "input1_offset": -first.zero_point, "input2_offset": -second.zero_point,
+              "output_offset": output.zero_point, "table1": "NULL", "table2": "NULL", "fast_output": 0,
+              "act_min": act_min, "act_max": act_max}
+    constants = []
+    if kernel == "ek_add_s8":
+        # TFLite Micro's ADD: both inputs shifted left by 20 and rescaled to twice the larger input scale,
+        # summed, then rescaled to the output. The first step depends on one int8 value: a table.
+        twice_max = 2 * max(float(first.scale), float(second.scale))
+        for number, tensor in ((1, first), (2, second)):
+            multiplier, shift = fx.quantize_multiplier(float(tensor.scale) / twice_max)
+            table = np.array([fx.multiply_by_quantized_multiplier(fx.wrap32((v - tensor.zero_point) << 20),
+                                                                  multiplier, shift) for v in range(-128, 128)],
+                             np.int32)
+            constants.append(_constant(operator.index, f"table{number}", table, "int32_t"))
+            params[f"table{number}"] = constants[-1].symbol
+        multiplier, shift = fx.quantize_multiplier(twice_max / ((1 << 20) * float(output.scale)))
+        largest_sum = sum(int(np.abs(np.frombuffer(c.data, np.int32)).max()) for c in constants)
+        params["fast_output"] = int(shift <= -1 and largest_sum < 1 << 30)
+    else:
+        multiplier, shift = fx.quantize_multiplier(float(first.scale) * float(second.scale) / float(output.scale))
+    params["output_multiplier"], params["output_shift"] = multiplier, shift
     return _layer(graph, operator, kernel, list(operator.inputs[:2]), params_type="ek_binary_params", params=params,
+                  constants=constants,
                   args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True),
                         Arg("tensor", operator.inputs[1], const=True), Arg("tensor", operator.outputs[0])],
                   in_place=same_shape)
