@@ -201,8 +201,8 @@ def test_tflm_arena_of_a_file_tflm_cannot_read_is_one_clear_error(tmp_path):
 
 @pytest.mark.fast
 def test_bench_mcu_names_a_backend_that_does_not_exist(tmp_path):
-    with pytest.raises(BadInput, match=r"^backend 'kernels' does not exist \(known: .*tvm.*\)\.$") as err:
-        run_mcu_bench(BOARD, tmp_path, ["kernels", "tvm"], tmp_path / "out")
+    with pytest.raises(BadInput, match=r"^backend 'cmsis' does not exist \(known: .*tvm.*\)\.$") as err:
+        run_mcu_bench(BOARD, tmp_path, ["cmsis", "tvm"], tmp_path / "out")
     assert err.value.exit_code == 2
 
 
