@@ -12,12 +12,12 @@ The bundle:
 This module registers nothing: tvm/__init__.py dispatches here. tvm is imported inside functions.
 """
 
-import struct
 import tempfile
 from fractions import Fraction
 from pathlib import Path
 
 from ... import bundle
+from ...elf import ElfImage
 from ...errors import BuildError
 from ...hostenv import cross
 from ...model.info import ModelInfo
@@ -121,37 +121,15 @@ def _link_board_image(objects: dict, target: Target, gcc: Path, out: Path, work:
 
 # ---------- memory ----------
 
-_SHT_SYMTAB, _SHT_NOBITS = 2, 8
-_SHF_WRITE, _SHF_ALLOC = 0x1, 0x2
-
-
 def _elf_layout(path: Path) -> tuple[list[dict], list[dict]]:
     """Sections {"name", "bytes", "flash", "ram"} and sized symbols {"symbol", "bytes", "section"} of
-    a 32-bit little-endian ELF image. Flash holds what is loaded; RAM what is writable."""
-    data = path.read_bytes()
-    section_offset = struct.unpack_from("<I", data, 0x20)[0]
-    entry_size, count, names_index = struct.unpack_from("<HHH", data, 0x2E)
-    headers = [struct.unpack_from("<10I", data, section_offset + i * entry_size) for i in range(count)]
-
-    def string(table: int, offset: int) -> str:
-        start = headers[table][4] + offset
-        return data[start:data.index(b"\0", start)].decode()
-
-    sections = []
-    for name_offset, kind, flags, _, _, size, *_ in headers:
-        allocated = bool(flags & _SHF_ALLOC)
-        sections.append({"name": string(names_index, name_offset), "bytes": size,
-                         "flash": allocated and kind != _SHT_NOBITS, "ram": allocated and bool(flags & _SHF_WRITE)})
-    symbols = []
-    for header in headers:
-        if header[1] != _SHT_SYMTAB:
-            continue
-        offset, size, strings = header[4], header[5], header[6]
-        for start in range(offset, offset + size, 16):
-            name_offset, _, symbol_size, _, _, section = struct.unpack_from("<IIIBBH", data, start)
-            if symbol_size and 0 < section < count and (sections[section]["flash"] or sections[section]["ram"]):
-                symbols.append({"symbol": string(strings, name_offset), "bytes": symbol_size,
-                                "section": sections[section]["name"]})
+    the image. Flash holds what is loaded; RAM what is writable."""
+    image = ElfImage(path)
+    sections = [{"name": s.name, "bytes": s.size, "flash": s.loaded, "ram": s.writable} for s in image.sections]
+    symbols = [{"symbol": symbol.name, "bytes": symbol.size, "section": sections[symbol.section]["name"]}
+               for symbol in image.symbols()
+               if symbol.size and 0 < symbol.section < len(sections)
+               and (sections[symbol.section]["flash"] or sections[symbol.section]["ram"])]
     return sections, symbols
 
 
