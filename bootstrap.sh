@@ -8,7 +8,7 @@ cd "$(dirname "$0")"
 say() { printf 'bootstrap: %s\n' "$*"; }
 
 # Cross compilers and emulators the targets in targets/ need.
-APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm g++-arm-linux-gnueabihf openssh-client openssh-server xz-utils)
+APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gdb-multiarch g++-arm-linux-gnueabihf openssh-client openssh-server xz-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -209,18 +209,28 @@ def test(c, fast=False, slow=False, k=None, x=False):
 
 
 @task(help={"target": HELP["target"], "model": HELP["model"], "backend": HELP["backend"], "out": HELP["out"],
-            "probe": "pyocd, openocd or st-flash (default: the target's)", "dry_run": "print the commands only",
+            "probe": "pyocd, openocd, st-flash, or gdb for any GDB server (default: the target's)",
+            "gdb_server": "HOST:PORT of the GDB server, for --probe gdb (pyocd gdbserver, OpenOCD, J-Link, ST-LINK, "
+                          "Black Magic, qemu-system -gdb)",
+            "image": "board: the image linked for the board (default); emulator: the one for the target's emulator, "
+                     "through a GDB server", "dry_run": "print the commands (and gdb script) only",
             "debug": HELP["debug"]})
-def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, dry_run=False, debug=False):
-    """Write a build's firmware to the board with a debug probe (after checking it against the manifest)."""
+def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, gdb_server=None, image="board",
+          dry_run=False, debug=False):
+    """Write a build's firmware to a board with a debug probe or through a GDB server, and verify it (the build
+    is checked against its manifest first)."""
     import shlex
 
+    from toolchain.boards.flashers import SCRIPT_NAME
     from toolchain.boards.flashers import flash as write_firmware
     from toolchain.paths import build_dir_for
 
     out_dir = build_dir_for(target, model, backend, out)
-    print("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run),
-                                                         debug)))
+    plan = _finish(lambda: write_firmware(target, out_dir, probe, dry_run, image, gdb_server), debug)
+    print("\n".join(shlex.join(argv) for argv in plan.commands))
+    if dry_run and plan.script is not None:
+        print(f"\n{SCRIPT_NAME}, in the folder the command runs in:\n{plan.script}")
+    print(f"{'would verify' if dry_run else 'verified'}: {plan.verifies}")
 
 
 COMPRESS_HELP = {

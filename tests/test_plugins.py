@@ -14,7 +14,7 @@ pytestmark = pytest.mark.fast
 REGISTRIES = {
     "toolchain.backends": ["hls4ml", "kernels", "litert", "onnxruntime", "tvm", "vela"],
     "toolchain.runners": ["cuda", "csim", "host", "qemu-system", "qemu-user", "ssh", "tvm-rpc"],
-    "toolchain.boards.flashers": ["openocd", "pyocd", "st-flash"],
+    "toolchain.boards.flashers": ["gdb", "openocd", "pyocd", "st-flash"],
 }
 FRAMEWORKS = ("tensorflow", "keras", "tvm", "onnxruntime")
 
@@ -59,6 +59,18 @@ RUNNER_CAPS = {
     "qemu-user": (False, True, True), "qemu-system": (False, True, True),
     "ssh": (True, False, False), "tvm-rpc": (True, False, False),
 }
+
+
+# What each shipped flasher declares: (reads what it wrote back, writes through a GDB server).
+FLASHER_CAPS = {"gdb": (True, True), "openocd": (True, False), "pyocd": (False, False), "st-flash": (True, False)}
+
+
+@pytest.mark.parametrize("name", sorted(FLASHER_CAPS))
+def test_flashers_declare_their_caps(name):
+    from toolchain.boards import flashers
+
+    caps = flashers.get(name).caps
+    assert (caps.reads_back, caps.gdb_server) == FLASHER_CAPS[name]
 
 
 @pytest.mark.parametrize("name", sorted(RUNNER_CAPS))

@@ -142,8 +142,7 @@ def _link_board_image(objects: dict, target: Target, gcc: Path, out: Path, work:
 
 def _memory(image: Path, target: Target, context: dict) -> dict:
     """report.json's memory section, measured on the board image."""
-    sections, located = elf.layout(image)
-    symbols = [{key: s[key] for key in ("symbol", "bytes", "section")} for s in located]
+    sections, symbols = elf.layout(image)
     in_region = {section["name"]: section for section in sections}
     stack = target.firmware["stack_bytes"]
     symbols.append({"symbol": "stack budget", "bytes": stack, "section": ".stack"})

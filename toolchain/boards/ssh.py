@@ -14,10 +14,11 @@ from pathlib import Path
 
 from .. import proc
 from ..errors import BadInput, BuildError
+from .address import HOST
 
 # [user@]host, the host a name, an IPv4 address or a bracketed IPv6 address: no option-like or
 # shell-special text reaches ssh's command line.
-_DESTINATION = re.compile(r"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?(?:[A-Za-z0-9][A-Za-z0-9.-]*|\[[0-9A-Fa-f:.]+\])")
+_DESTINATION = re.compile(rf"(?:[A-Za-z0-9._][A-Za-z0-9._-]*@)?{HOST}")
 # Paths on the board that this module names itself (relative to the login folder, or under /tmp).
 _REMOTE_PATH = re.compile(r"[A-Za-z0-9._+/-]+")
 _SSH_FAILED = 255  # ssh's own exit status when it could not connect or authenticate

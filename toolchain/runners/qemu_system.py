@@ -112,6 +112,18 @@ def _semihosting_argument(value: str) -> str:
     return value.replace(",", ",,")  # qemu's option parser reads ",," as a comma
 
 
+def board_command(emulator: list[str], command_line: list[str]) -> list[str]:
+    """The emulator's argv for a board whose firmware reads `command_line` (IMAGE IN_DIR OUT_DIR SAMPLES
+    WARMUP REPEAT) and the host's files through semihosting, one instruction per ns; no image yet
+    (`-kernel IMAGE`, or `-S -gdb tcp::PORT` for a debugger to load one)."""
+    words = ",".join(f"arg={_semihosting_argument(word)}" for word in command_line)
+    return [
+        *emulator, "-display", "none", "-serial", "null", "-monitor", "none",
+        "-chardev", "stdio,id=semihosting", "-semihosting-config", f"enable=on,target=native,chardev=semihosting,{words}",
+        "-icount", "shift=0",
+    ]  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m toolchain.runners.qemu_system",
                                      description="Run harness firmware on qemu-system with the bundle protocol.")
@@ -125,15 +137,10 @@ def main(argv: list[str] | None = None) -> int:
     emulator, image, protocol = command[:-6], command[-6], command[-5:]
     machine = emulator[emulator.index("-machine") + 1] if "-machine" in emulator else emulator[0]
     try:
-        words = ",".join(f"arg={_semihosting_argument(word)}" for word in [Path(image).name, *protocol])
+        qemu = [*board_command(emulator, [Path(image).name, *protocol]), "-kernel", image]
     except BuildError as err:
         print(err, file=sys.stderr)
         return USAGE_EXIT_STATUS
-    qemu = [
-        *emulator, "-display", "none", "-serial", "null", "-monitor", "none",
-        "-chardev", "stdio,id=semihosting", "-semihosting-config", f"enable=on,target=native,chardev=semihosting,{words}",
-        "-icount", "shift=0", "-kernel", image,
-    ]  # fmt: skip
     try:  # qemu dies with this wrapper (e.g. killed on a caller's timeout)
         result = proc.run(qemu, timeout_s=args.timeout_s, check=False, die_with_parent=True)
     except proc.TimedOut as expired:

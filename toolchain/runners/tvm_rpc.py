@@ -13,6 +13,7 @@ import socket
 
 import numpy as np
 
+from ..boards.address import host_port
 from ..bundle import Entry
 from ..errors import BadInput, BuildError, reason
 from ..target.profile import Target
@@ -23,13 +24,6 @@ MODEL_LIBRARY = "model.so"  # what the tvm backend compiles (toolchain/backends/
 _AFFINITY_BIG_CORES = 1  # runtime.config_threadpool's AffinityMode kBig
 _TRACKER_RETRIES = 2
 _CONNECT_TIMEOUT_S = 10
-
-
-def _tracker_address(rpc: str) -> tuple[str, int]:
-    host, _, port = rpc.rpartition(":")
-    if not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise BadInput(f"--rpc '{rpc}' is not HOST:PORT of a TVM RPC tracker.")
-    return host, int(port)
 
 
 class TvmRpcRunner(Runner):
@@ -43,7 +37,7 @@ class TvmRpcRunner(Runner):
     def connect(self, connection: Connection) -> "TvmRpcRunner":
         if not connection.key:
             raise BadInput("--rpc needs --key, the key the board registered with the tracker.")
-        return TvmRpcRunner(_tracker_address(connection.rpc), connection.key)
+        return TvmRpcRunner(host_port(connection.rpc, "--rpc", "a TVM RPC tracker"), connection.key)
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if self.tracker is None:

@@ -1,19 +1,18 @@
 """st-flash (stlink-tools, ST-Link probes): writes the raw image at the flash base address, then resets."""
 
-from pathlib import Path
-
-from ...target.profile import Target
-from . import flash_setting, register
+from . import FlasherCaps, FlashPlan, FlashRequest, flash_setting, register
 
 
 class StflashFlasher:
     name = "st-flash"
     program = "st-flash"
     install_hint = "install it with: apt-get install stlink-tools."
+    caps = FlasherCaps(reads_back=True)  # st-flash write reads every written page back (no option needed)
 
-    def commands(self, target: Target, image: Path, binary: Path) -> list[list[str]]:
-        address = flash_setting(target, "address", self.name)
-        return [[self.program, "--reset", "write", str(binary), f"0x{address:08x}"]]
+    def plan(self, request: FlashRequest) -> FlashPlan:
+        address = flash_setting(request.target, "address", self.name)
+        return FlashPlan([[self.program, "--reset", "write", str(request.binary), f"0x{address:08x}"]],
+                         verifies="the flash against the image, read back by st-flash write")
 
 
 register(StflashFlasher())
