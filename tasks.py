@@ -15,8 +15,9 @@ console.quiet_frameworks()
 HELP = {
     "target": "target profile name (see `invoke targets`)",
     "model": "model file: .keras/.h5, SavedModel folder, .tflite or .onnx (default: the embedded digits CNN)",
-    "backend": "tvm, litert or onnxruntime (default: the target's default backend); auto: the first of the target's "
-               "backends that builds and validates, recording why the others did not; bench: all compares them",
+    "backend": "one of the target's backends, e.g. tvm, litert, onnxruntime, kernels (default: the target's default); "
+               "auto: the first of the target's backends that builds and validates, recording why the others did not; "
+               "bench: all compares them",
     "out": "output folder (default: build/<target>/<model-stem>/<backend>/)",
     "input_shape": "pin an input's shape, NAME:1x49x10x1 (repeatable)",
     "data": ".npz with x/y (or x_test/y_test) for validation inputs and accuracy",
@@ -215,7 +216,7 @@ def test(c, fast=False, slow=False, k=None, x=False):
             "image": "board: the image linked for the board (default); emulator: the one for the target's emulator, "
                      "through a GDB server", "dry_run": "print the commands (and gdb script) only",
             "debug": HELP["debug"]})
-def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, gdb_server=None, image="board",
+def flash(c, target="nucleo-l4r5zi", model=None, backend=None, out=None, probe=None, gdb_server=None, image="board",
           dry_run=False, debug=False):
     """Write a build's firmware to a board with a debug probe or through a GDB server, and verify it (the build
     is checked against its manifest first)."""
@@ -224,8 +225,9 @@ def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=
     from toolchain.boards.flashers import SCRIPT_NAME
     from toolchain.boards.flashers import flash as write_firmware
     from toolchain.paths import build_dir_for
+    from toolchain.target.profile import load_target
 
-    out_dir = build_dir_for(target, model, backend, out)
+    out_dir = _finish(lambda: build_dir_for(target, model, backend or load_target(target).default_backend, out), debug)
     plan = _finish(lambda: write_firmware(target, out_dir, probe, dry_run, image, gdb_server), debug)
     print("\n".join(shlex.join(argv) for argv in plan.commands))
     if dry_run and plan.script is not None:
