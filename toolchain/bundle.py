@@ -27,6 +27,13 @@ from .errors import BadInput, BuildError
 
 BUNDLE = "bundle"  # the bundle's folder inside a build folder
 MANIFEST = "manifest.json"
+REPORT = "report.json"  # beside bundle/ in a build folder
+
+
+def is_build_folder(folder: Path) -> bool:
+    """Whether `folder` holds an edgeyard build (its report or its bundle's manifest): the only kind of
+    existing folder a build may replace."""
+    return (folder / REPORT).is_file() or (folder / BUNDLE / MANIFEST).is_file()
 
 # How the entry program runs: a native executable, a script for the board's python3, or a
 # bare-metal firmware image that takes the protocol's arguments over semihosting.

@@ -2,12 +2,14 @@
 
 import logging
 import os
+import signal
 import sys
+import threading
 import time
 import traceback
 from typing import Callable
 
-from .errors import EXIT_BUILD_FAILED, EdgeyardError
+from .errors import EXIT_BUILD_FAILED, EdgeyardError, reason
 
 
 def table(headers: list[str], rows: list[list[str]]) -> str:
@@ -34,21 +36,42 @@ class ProgressPrinter:
         print(f"[{time.monotonic() - self.start:6.1f}s] {message}", file=self.stream, flush=True)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the process is, so that it unwinds like Ctrl-C: staging folders removed."""
+
+
+def _terminate(signum, frame):
+    raise Terminated()
+
+
 def guarded(action: Callable[[], object], debug: bool) -> tuple[object, int, str]:
-    """Run action; return (result, exit code, one-sentence error). Tracebacks only when debug."""
+    """Run action; return (result, exit code, one-sentence error). Tracebacks only when debug.
+    SIGTERM during the action unwinds it like Ctrl-C (exit 143 instead of 130)."""
+    main = threading.current_thread() is threading.main_thread()  # signal handlers live in the main thread
+    previous = signal.signal(signal.SIGTERM, _terminate) if main else None
     try:
         return action(), 0, ""
     except EdgeyardError as err:
         if debug:
             traceback.print_exc()
         return None, err.exit_code, f"error: {err}"
+    except Terminated:
+        return None, 128 + signal.SIGTERM, "terminated"
     except KeyboardInterrupt:
         return None, 130, "interrupted"
+    except OSError as err:  # the machine's refusal (a full disk, permissions): the file and the reason
+        if debug:
+            traceback.print_exc()
+        where = f"{err.filename}: " if err.filename else ""
+        return None, EXIT_BUILD_FAILED, f"error: {where}{err.strerror or reason(err)}."
     except Exception as err:  # an edgeyard bug: say so in one line, keep the trace for --debug
         if debug:
             traceback.print_exc()
-        return None, EXIT_BUILD_FAILED, (f"internal error: {type(err).__name__}: {err} "
+        return None, EXIT_BUILD_FAILED, (f"internal error: {type(err).__name__}: {reason(err)} "
                                          "(run again with --debug for the traceback)")
+    finally:
+        if main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def quiet_frameworks() -> None:

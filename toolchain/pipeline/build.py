@@ -7,15 +7,16 @@ Timing a built bundle again (`invoke bench`) is pipeline/bench.py.
 """
 
 import hashlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .. import __version__, backends, runners
-from ..atomic import staged_dir
+from ..atomic import scratch_dir, staged_dir
 from ..backends.base import Backend, CompileRequest, CompileResult
-from ..bundle import BUNDLE, entry_of
+from ..bundle import BUNDLE, entry_of, is_build_folder
 from ..console import Progress, quiet
 from ..errors import (
     EXIT_BUILD_FAILED,
@@ -63,7 +64,30 @@ def target_of(opts: BuildOptions) -> Target:
     return with_settings(load_target(opts.target), opts.settings)
 
 
+def checked_out_dir(out_dir: Path) -> Path:
+    """The build folder, once it is clear that writing it loses nothing of the user's: a build replaces its
+    folder whole, so an existing one must be empty or an edgeyard build (BadInput). A path without a name
+    of its own (".", "..", "x/..") comes back absolute."""
+    normal = Path(os.path.normpath(out_dir))
+    out_dir = Path(os.path.abspath(out_dir))
+    if out_dir == out_dir.parent:
+        raise BadInput(f"{out_dir} cannot be a build folder; give --out a folder below it.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"{out_dir} is a file, not a build folder; give --out a new or empty folder.")
+    if out_dir.is_dir() and not is_build_folder(out_dir) and any(out_dir.iterdir()):
+        raise BadInput(f"{out_dir} holds files and no edgeyard build (no report.json or {BUNDLE}/manifest.json), "
+                       "and a build replaces its folder whole; give --out a new or empty folder.")
+    ancestor = next(p for p in out_dir.parents if p.exists())
+    if not ancestor.is_dir():
+        raise BadInput(f"{ancestor} is a file, so the build folder {out_dir} cannot be made there.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInput(f"{ancestor} is not writable, so the build folder {out_dir} cannot be made there.")
+    return normal if normal.name not in ("", "..") else out_dir
+
+
 def _plan(opts: BuildOptions) -> _Plan:
+    if opts.out is not None:  # before any work (the default model's training included)
+        checked_out_dir(opts.out)
     target = target_of(opts)
     backend_name = opts.backend or target.default_backend
     backend = backends.get(backend_name)
@@ -89,7 +113,7 @@ def _plan(opts: BuildOptions) -> _Plan:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
     if data is not None and not Path(data).is_file():
         raise BadInput(f"{data}: dataset file not found.")
-    out_dir = build_dir_for(target.name, str(model_path), backend_name, opts.out)
+    out_dir = checked_out_dir(build_dir_for(target.name, str(model_path), backend_name, opts.out))
     from ..convert import repair
     from ..model import model_format
     from ..model.reference import FRAMEWORKS, framework_versions
@@ -163,8 +187,13 @@ class _Ran:
 def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
     """plan -> ingest and convert -> compile -> run and validate -> measure -> report, staged so that a
     failure leaves nothing behind and an older good build stays untouched."""
-    if opts.backend == AUTO:
-        return _build_first_that_works(opts, progress)
+    with scratch_dir():
+        if opts.backend == AUTO:
+            return _build_first_that_works(opts, progress)
+        return _build_one(opts, progress)
+
+
+def _build_one(opts: BuildOptions, progress: Progress) -> BuildResult:
     plan = _plan(opts)
     hit = cache.cached_report(plan.out_dir, plan.key)
     if hit is not None:
@@ -275,7 +304,7 @@ def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResu
     tried with what stopped it ("attempts")."""
     target = target_of(opts)
     plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
-    out_dir = build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out)
+    out_dir = checked_out_dir(build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out))
     key = hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest()
     hit = cache.cached_report(out_dir, key)
     if hit is not None:
