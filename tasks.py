@@ -7,10 +7,32 @@ Heavy libraries (TensorFlow, TVM) are imported inside toolchain functions, never
 import sys
 
 from invoke import Exit, task
+from invoke.exceptions import ParseError
+from invoke.program import Program
 
 from toolchain import console, options
 
 console.quiet_frameworks()
+
+
+def _usage_errors_exit_2(parse):
+    """Invoke's own parser errors (an unknown flag, `--samples abc`) exit 2 like edgeyard's other bad input
+    (Invoke exits 1, or shows a traceback for a value its int() refuses); `TASK --help` where TASK takes a
+    positional argument prints the task's help instead of reading "--help" as that argument."""
+    def parse_then_check(program):
+        try:
+            parse(program)
+        except (ParseError, ValueError) as err:
+            raise Exit(f"error: {console.one_line(str(err))} (see invoke --help TASK).", code=2) from None
+        for context in program.tasks or []:
+            if any(arg.value in ("-h", "--help") for arg in context.positional_args):
+                program.print_task_help(context.name)
+                raise Exit(code=0)
+    return parse_then_check
+
+
+# Parsing the tasks' arguments happens after Invoke imports this file: the only place to change it.
+Program.parse_tasks = _usage_errors_exit_2(Program.parse_tasks)
 
 HELP = {
     "target": "target profile name (see `invoke targets`)",
@@ -45,6 +67,11 @@ BOARD_HELP = {
 }
 
 
+def _show(text: str) -> None:
+    """Print a result for a human: names from models and files may hold escape sequences (console.printable)."""
+    print(console.printable(text))
+
+
 def _finish(action, debug: bool):
     result, code, message = console.guarded(action, debug)
     if code:
@@ -64,7 +91,7 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
     from toolchain.pipeline import report
 
-    print(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
+    _show(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
 
 @task(help={**HELP, **BOARD_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
@@ -84,10 +111,10 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     if backend == "all":
         comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.ProgressPrinter(),
                                                       connection=board()), debug)
-        print(report.comparison_summary(comparison))
+        _show(report.comparison_summary(comparison))
         return
     result = _finish(lambda: run_bench(opts(), runs, warmup, console.ProgressPrinter(), board()), debug)
-    print(report.summary(result.report))
+    _show(report.summary(result.report))
 
 
 @task(help={**{k: v for k, v in HELP.items() if k not in QUANTIZE_OPTIONS + ("precision", "layer_precision", "set")},
@@ -112,7 +139,7 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
 
     done = _finish(action, debug)
     state = "copied" if done.copied else "already there, nothing copied"
-    print(f"{done.host}:{done.remote_dir} ({done.files} files, {done.bytes / 1e6:.2f} MB, {state}); "
+    _show(f"{done.host}:{done.remote_dir} ({done.files} files, {done.bytes / 1e6:.2f} MB, {state}); "
           f"run it there with: cd {done.remote_dir} && ./run.sh IN_DIR OUT_DIR SAMPLES WARMUP REPEAT")
 
 
@@ -128,7 +155,7 @@ def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, d
     opts = lambda: options.build_options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
                                precision, layer_precision, set)
     result = _finish(lambda: synthesize(opts(), logic, console.ProgressPrinter()), debug)
-    print(report.summary(result.report))
+    _show(report.summary(result.report))
 
 
 @task(help={"model": HELP["model"], "input_shape": HELP["input_shape"], "debug": HELP["debug"]},
@@ -140,7 +167,7 @@ def inspect(c, model, input_shape=None, debug=False):
     from toolchain.model import load_model
     from toolchain.model.summary import describe
 
-    print(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
+    _show(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
                   debug))
 
 
@@ -149,7 +176,7 @@ def targets(c, debug=False):
     """List the target profiles."""
     from toolchain.target.profile import target_table
 
-    print(_finish(target_table, debug))
+    _show(_finish(target_table, debug))
 
 
 @task(help={"models": "folder of models: .keras/.h5, .tflite and .onnx files, SavedModel folders (others are skipped)",
@@ -198,7 +225,7 @@ def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=
     from toolchain.paths import build_dir_for
 
     out_dir = build_dir_for(target, model, backend, out)
-    print("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run),
+    _show("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run),
                                                          debug)))
 
 
@@ -227,7 +254,7 @@ def prune(c, model=None, sparsity=0.5, structured=False, data=None, epochs=10, o
     result = _finish(lambda: run_prune(Path(model) if model else None, sparsity, structured,
                                        Path(data) if data else None, epochs, Path(out) if out else None,
                                        console.ProgressPrinter()), debug)
-    print(summary(result.report))
+    _show(summary(result.report))
 
 
 @task(help={**COMPRESS_HELP, "teacher": "Keras teacher .keras/.h5 (default: the embedded digits CNN)",
@@ -247,4 +274,4 @@ def distill(c, teacher=None, student="width=0.5", data=None, temperature=4.0, al
     result = _finish(lambda: run_distill(Path(teacher) if teacher else None, student, Path(data) if data else None,
                                          temperature, alpha, epochs, Path(out) if out else None, console.ProgressPrinter()),
                      debug)
-    print(summary(result.report))
+    _show(summary(result.report))

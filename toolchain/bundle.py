@@ -89,7 +89,16 @@ def write_run_script(bundle_dir: Path, backend: str, target: str, entry: Entry) 
 
 
 def read_manifest(bundle_dir: Path) -> dict:
-    return json.loads((bundle_dir / MANIFEST).read_text())
+    """The bundle's manifest.json; BuildError naming it when it is not a manifest (edited, truncated)."""
+    path = bundle_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BuildError(f"{path} is not valid JSON ({err}); rebuild the bundle.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or not isinstance(
+            manifest.get("entry"), dict):
+        raise BuildError(f"{path} is not an edgeyard manifest (no files and entry); rebuild the bundle.")
+    return manifest
 
 
 def entry_of(manifest: dict) -> Entry:

@@ -28,7 +28,7 @@ from ..errors import (
 )
 from ..model import model_sha256
 from ..model.info import ModelInfo
-from ..options import BuildOptions
+from ..options import MAX_SAMPLES, MAX_THREADS, BuildOptions, parse_count
 from ..paths import build_dir_for
 from ..target.profile import Target, load_target
 from ..target.settings import with_settings
@@ -96,8 +96,8 @@ def _plan(opts: BuildOptions) -> _Plan:
         raise BadInput(f"backend '{backend_name}' does not serve target '{target.name}': {why}." if why else
                        f"backend '{backend_name}' does not serve target '{target.name}' "
                        f"(its backends: {', '.join(target.backends)}).")
-    if opts.samples < 1:
-        raise BadInput(f"--samples must be at least 1, not {opts.samples}.")
+    parse_count("--samples", opts.samples, 1, MAX_SAMPLES)  # the API's BuildOptions skip build_options()
+    parse_count("--threads", opts.threads, 1, MAX_THREADS)
     from ..convert.quantize import plan as quantization_plan
 
     # Before the default model is built: option mistakes fail at once.

@@ -13,6 +13,7 @@ from ..paths import TARGETS_DIR
 # board, which the bundle carries (the default on Linux); "none", TVM's kernels behind a static C
 # driver, no TVM runtime at all (the only choice without an OS; a Linux board gets one executable).
 TVM_RUNTIMES = ("shared", "none")
+TVM_KINDS = ("llvm", "cuda")  # what the tvm backend compiles for: a CPU through LLVM, an NVIDIA GPU
 
 # key -> (python type, required). Nested tables have their own schema.
 _SCHEMA: dict = {
@@ -123,6 +124,10 @@ def _check(data: dict, schema: dict, path: Path, prefix: str = "") -> None:
             _check(value, kind, path, f"{prefix}{key}.")
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise BadInput(f"{path}: '{prefix}{key}' must be of type {kind.__name__}, not {type(value).__name__}.")
+        elif kind is int and value < 0:  # sizes, clocks, addresses, counts
+            raise BadInput(f"{path}: '{prefix}{key}' must not be negative, not {value}.")
+        elif kind is list and not all(isinstance(item, str) for item in value):
+            raise BadInput(f"{path}: '{prefix}{key}' must be a list of strings, not {value}.")
 
 
 def _check_bare_metal(data: dict, path: Path) -> None:
@@ -148,6 +153,9 @@ def validate(data: dict, path: Path) -> dict:
     """`data` (a profile's tables) checked against the schema and the rules between keys; returns it with
     tvm_runtime's default filled in. Every problem is one BadInput naming `path`."""
     _check(data, _SCHEMA, path)
+    if data["tvm_target"].get("kind") not in TVM_KINDS:
+        raise BadInput(f"{path}: tvm_target.kind is {data['tvm_target'].get('kind')!r}; "
+                       f"use {' or '.join(repr(k) for k in TVM_KINDS)}.")
     if data["default_backend"] not in data["backends"]:
         raise BadInput(f"{path}: default_backend '{data['default_backend']}' is not in backends {data['backends']}.")
     if data["os"] == "none":
@@ -193,6 +201,18 @@ def load_target(name: str, targets_dir: Path = TARGETS_DIR) -> Target:
 
 def all_targets(targets_dir: Path = TARGETS_DIR) -> list[Target]:
     return [load_target(n, targets_dir) for n in target_names(targets_dir)]
+
+
+def loadable_targets(targets_dir: Path = TARGETS_DIR) -> list[Target]:
+    """The profiles that load: for facts gathered over every board (a backend's tool versions), where one
+    broken profile must not stop the builds of the others (it is refused when it is the one asked for)."""
+    targets = []
+    for name in target_names(targets_dir):
+        try:
+            targets.append(load_target(name, targets_dir))
+        except BadInput:
+            continue
+    return targets
 
 
 def target_table(targets_dir: Path = TARGETS_DIR) -> str:

@@ -26,9 +26,10 @@ from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
 from ...hostenv import cross
 from ...model.info import ModelInfo, TensorInfo
+from ...paths import FIRMWARE_DIR
 from ...target.profile import Target
 from ..base import CompileRequest
-from .frontend import DL_TYPES, imported_module, static_signature
+from .frontend import DL_TYPES, imported_module, static_signature, tvm_target_of
 
 SOURCES = "src"
 
@@ -129,10 +130,19 @@ def compile_model_objects(static_model: StaticModel, work: Path, gcc: Path, cpu_
     return [work / "driver.o", kernels, work / "weights.o"]
 
 
+# Files the generated sources sit beside (the harness, the firmware's sources and headers) and the
+# objects they compile to: a model named like one of them ("harness.onnx") gets another C name.
+_SOURCE_STEMS = frozenset({"harness", "driver", "kernels", "weights", "runner",
+                           *(p.stem for p in FIRMWARE_DIR.glob("*.[ch]"))})
+# Macros the header defines as <NAME>_INPUT_<suffix> (and _OUTPUT_): a tensor named "count" must not
+# redefine <NAME>_INPUT_COUNT.
+_IO_MACRO_SUFFIXES = ("COUNT", "BYTES")
+
+
 def _model_identifier(stem: str) -> str:
-    """The C name of the model: its file stem, sanitized; an identifier starting with "_" is
-    reserved at file scope in C, so such a name gets a prefix."""
-    name = c_identifier(stem)
+    """The C name of the model: its file stem, sanitized, unlike the sources it is compiled with; an
+    identifier starting with "_" is reserved at file scope in C, so such a name gets a prefix."""
+    name = c_identifier(stem, set(_SOURCE_STEMS))
     return f"model{name}" if name.startswith("_") else name
 
 
@@ -386,7 +396,7 @@ def _build_kernels(kernels, target: Target, route: str, out_path: Path) -> tuple
     import tvm
     import tvm_ffi
 
-    tvm_target = tvm.target.Target({"kind": "c"} if route == "c" else target.tvm_target)
+    tvm_target = tvm_target_of(target, {"kind": "c"} if route == "c" else None)
     alloc_workspace = tvm.ir.Op.get("tirx.TVMBackendAllocWorkspace")
     try:
         # tvm.tirx.build's steps, split so the lowered kernels can be read before code generation.
@@ -442,7 +452,7 @@ def _c_string(text: str) -> str:
 
 def _io_tensors(tensors: list[TensorInfo]) -> tuple[list[dict], int]:
     """What the header says of each input (or output), packed back to back at aligned offsets."""
-    taken: set[str] = set()
+    taken = set(_IO_MACRO_SUFFIXES)
     described, offset = [], 0
     for tensor in tensors:
         if tensor.dtype not in DL_TYPES:
