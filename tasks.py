@@ -53,8 +53,11 @@ HELP = {
     "precision": "FPGA fixed-point type of every layer, e.g. ap_fixed<16,6> (default: the target's)",
     "layer_precision": "one layer's FPGA fixed-point type, NAME=ap_fixed<24,10> (repeatable)",
     "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
+    "signing_key": "Ed25519 key that signs the build (default: $EDGEYARD_SIGNING_KEY, else the per-user key "
+                   "from invoke keygen if it exists; without one the build is unsigned)",
     "debug": "show the traceback of an error",
 }
+ALLOW_UNSIGNED = "accept a build without a signature (its files are still checked against its manifest)"
 QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data")  # build and bench only
 # How `bench` and `deploy` reach a real board.
 BOARD_HELP = {
@@ -82,12 +85,14 @@ def _finish(action, debug: bool):
 @task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, debug=False):
-    """Build, run, validate and time a model for a target; writes report.json and report.md."""
+          set=None, signing_key=None, debug=False):
+    """Build, run, validate and time a model for a target; writes report.json, report.md, provenance.json
+    (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
-                               quantize, precision, layer_precision, set, quantize_io, calibration, eval_data)
+                               quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
+                               signing_key)
     result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
     from toolchain.pipeline import report
 
@@ -99,14 +104,14 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          debug=False):
+          signing_key=None, debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
-                               eval_data)
+                               eval_data, signing_key)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.ProgressPrinter(),
@@ -119,10 +124,10 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 
 @task(help={**{k: v for k, v in HELP.items() if k not in QUANTIZE_OPTIONS + ("precision", "layer_precision", "set")},
             **{k: BOARD_HELP[k] for k in ("port", "identity", "known_hosts")},
-            "host": "the Linux board, [USER@]ADDRESS (required)"},
+            "host": "the Linux board, [USER@]ADDRESS (required)", "allow_unsigned": ALLOW_UNSIGNED},
       iterable=["input_shape"])
 def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
-           host=None, port=0, identity=None, known_hosts=None, debug=False):
+           host=None, port=0, identity=None, known_hosts=None, signing_key=None, allow_unsigned=False, debug=False):
     """Build if needed, check the bundle against its manifest's sha256 and copy it to a board over SSH."""
     from toolchain.boards import deploy as deployment
     from toolchain.pipeline.build import build as run_build
@@ -132,10 +137,11 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
             from toolchain.errors import BadInput
 
             raise BadInput("deploy needs --host [USER@]ADDRESS.")
-        built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads),
-                          console.ProgressPrinter())
+        built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads,
+                                                signing_key=signing_key), console.ProgressPrinter(),
+                          refuse_altered=True)
         return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
-                                 progress=console.ProgressPrinter())
+                                 progress=console.ProgressPrinter(), allow_unsigned=allow_unsigned)
 
     done = _finish(action, debug)
     state = "copied" if done.copied else "already there, nothing copied"
@@ -143,7 +149,7 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
           f"run it there with: cd {done.remote_dir} && ./run.sh IN_DIR OUT_DIR SAMPLES WARMUP REPEAT")
 
 
-@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads") + QUANTIZE_OPTIONS},
+@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads", "signing_key") + QUANTIZE_OPTIONS},
             "logic": "also run Vivado logic synthesis after C synthesis (slower; post-synthesis resources)"},
       iterable=["input_shape", "layer_precision", "set"])
 def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, data=None, samples=32, precision=None,
@@ -177,6 +183,32 @@ def targets(c, debug=False):
     from toolchain.target.profile import target_table
 
     _show(_finish(target_table, debug))
+
+
+@task(help={"key": "where to write the private key (default: the per-user key, <config>/edgeyard/signing-key.pem); "
+                   "the public key goes beside it as .pub",
+            "force": "replace an existing key (builds signed with the old one no longer verify)",
+            "debug": HELP["debug"]})
+def keygen(c, key=None, force=False, debug=False):
+    """Make an Ed25519 signing key; from then on every build signs its manifest and provenance with it."""
+    from toolchain import signing
+
+    private, public = _finish(lambda: signing.keygen(key, force), debug)
+    _show(f"signing key {private} (keep it private), public key {public} (give it to whoever checks builds: "
+          f"invoke verify DIR --key {public})")
+
+
+@task(help={"key": "public (.pub) or private key the signature must be by (default: the signing key builds use)",
+            "debug": HELP["debug"]})
+def verify(c, out, key=None, debug=False):
+    """Check a build folder: every file against the manifest, the manifest and provenance against the
+    signature. Exit 0 intact and signed, 1 altered (the file is named), 2 unsigned or not a build."""
+    from pathlib import Path
+
+    from toolchain import signing
+
+    trust = _finish(lambda: signing.check_build(Path(out), Path(key) if key else None, require_signed=True), debug)
+    _show(f"{out}: intact, {trust.files} files checked, signed by key {trust.signer}")
 
 
 @task(help={"models": "folder of models: .keras/.h5, .tflite and .onnx files, SavedModel folders (others are skipped)",
@@ -216,8 +248,9 @@ def test(c, fast=False, slow=False, k=None, x=False):
 
 @task(help={"target": HELP["target"], "model": HELP["model"], "backend": HELP["backend"], "out": HELP["out"],
             "probe": "pyocd, openocd or st-flash (default: the target's)", "dry_run": "print the commands only",
-            "debug": HELP["debug"]})
-def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, dry_run=False, debug=False):
+            "allow_unsigned": ALLOW_UNSIGNED, "debug": HELP["debug"]})
+def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=None, dry_run=False,
+          allow_unsigned=False, debug=False):
     """Write a build's firmware to the board with a debug probe (after checking it against the manifest)."""
     import shlex
 
@@ -225,7 +258,7 @@ def flash(c, target="nucleo-l4r5zi", model=None, backend="tvm", out=None, probe=
     from toolchain.paths import build_dir_for
 
     out_dir = build_dir_for(target, model, backend, out)
-    _show("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run),
+    _show("\n".join(shlex.join(argv) for argv in _finish(lambda: write_firmware(target, out_dir, probe, dry_run, allow_unsigned),
                                                          debug)))
 
 

@@ -34,6 +34,7 @@ class BuildOptions:
     calibration: Path | None = None  # int8 calibration inputs: .npz, .npy or a folder of them (None: `data`)
     eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
+    signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
 
 
 
@@ -72,7 +73,7 @@ def parse_names(text: str) -> list[str]:
 
 
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
-                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None):
+                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
@@ -86,7 +87,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
                         data=Path(data) if data else None, samples=parse_count("--samples", samples, 1, MAX_SAMPLES),
                         threads=parse_count("--threads", threads, 1, MAX_THREADS), quantize=quantize,
                         quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
-                        eval_data=Path(eval_data) if eval_data else None, settings=settings)
+                        eval_data=Path(eval_data) if eval_data else None, settings=settings,
+                        signing_key=Path(signing_key) if signing_key else None)
 
 
 def board_connection(host, port, identity, known_hosts, rpc, key):

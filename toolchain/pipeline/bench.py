@@ -69,7 +69,7 @@ def run_bench(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup: int = 
     the target's own runner; the build and its validation still run here first."""
     _check_bench_options(runs, warmup)
     target = target_of(opts)
-    timed = _Timed.prepare(build(opts, progress), target, connection)
+    timed = _Timed.prepare(build(opts, progress, refuse_altered=True), target, connection)
     progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
     timed.run(target, warmup, runs, opts.threads, count_instructions=True)
     return timed.record(warmup, opts.threads)
@@ -91,7 +91,7 @@ def compare_backends(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup:
     for name in target.backends:
         backend_opts = replace(opts, backend=name, out=opts.out / name if opts.out else None)
         try:
-            built = build(backend_opts, progress)
+            built = build(backend_opts, progress, refuse_altered=True)
             out_root = out_root or built.out_dir.parent
             rows.append({"backend": name, "out_dir": str(built.out_dir), "error": None})
             if built.report["validation"]["ran"]:

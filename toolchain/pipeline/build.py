@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__, backends, runners
+from .. import __version__, backends, runners, signing
 from ..atomic import scratch_dir, staged_dir
 from ..backends.base import Backend, CompileRequest, CompileResult
 from ..bundle import BUNDLE, entry_of, is_build_folder
@@ -56,6 +56,8 @@ class _Plan:
     out_dir: Path
     key: str
     versions: dict
+    options: dict  # what the cache key and the provenance record of the options
+    signing_key: Path | None
     quantization: object = None  # convert.quantize.Request, or None
 
 
@@ -85,7 +87,7 @@ def checked_out_dir(out_dir: Path) -> Path:
     return normal if normal.name not in ("", "..") else out_dir
 
 
-def _plan(opts: BuildOptions) -> _Plan:
+def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     if opts.out is not None:  # before any work (the default model's training included)
         checked_out_dir(opts.out)
     target = target_of(opts)
@@ -107,7 +109,7 @@ def _plan(opts: BuildOptions) -> _Plan:
     if opts.model is None:
         from ..model.default import default_model
 
-        model_path, default_data = default_model()
+        model_path, default_data = default_model(progress)
         data = data or default_data
     else:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
@@ -123,8 +125,12 @@ def _plan(opts: BuildOptions) -> _Plan:
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
                "quantization": quantization.cache_key() if quantization else None,
                "data": model_sha256(Path(data)) if data else None}
-    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, options, versions)
-    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, quantization)
+    signing_key = signing.signing_key_path(opts.signing_key)
+    signer = signing.fingerprint(signing_key) if signing_key else None  # another key: another build
+    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, {**options, "signer": signer},
+                          versions)
+    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
+                 signing_key, quantization)
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
@@ -184,20 +190,32 @@ class _Ran:
     timing: dict
 
 
-def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
+def build(opts: BuildOptions, progress: Progress = quiet, refuse_altered: bool = False) -> BuildResult:
     """plan -> ingest and convert -> compile -> run and validate -> measure -> report, staged so that a
-    failure leaves nothing behind and an older good build stays untouched."""
+    failure leaves nothing behind and an older good build stays untouched.
+
+    A finished build of the same inputs is reused once signing.check_build passes; one with an altered
+    file is rebuilt, saying so, or with refuse_altered (bench, deploy: about to run or ship it) refused."""
     with scratch_dir():
         if opts.backend == AUTO:
-            return _build_first_that_works(opts, progress)
-        return _build_one(opts, progress)
+            return _build_first_that_works(opts, progress, refuse_altered)
+        return _build_one(opts, progress, refuse_altered)
 
 
-def _build_one(opts: BuildOptions, progress: Progress) -> BuildResult:
-    plan = _plan(opts)
-    hit = cache.cached_report(plan.out_dir, plan.key)
+def _cached(out_dir: Path, key: str, progress: Progress, refuse_altered: bool) -> BuildResult | None:
+    hit, altered = cache.cached_report(out_dir, key)
+    if altered and refuse_altered:
+        raise BuildError(f"{altered.rstrip('.')}; refusing to use it (run invoke build to make it again).")
+    if altered:
+        progress(f"rebuilding: {altered}")
+    return BuildResult(out_dir, hit, cached=True) if hit is not None else None
+
+
+def _build_one(opts: BuildOptions, progress: Progress, refuse_altered: bool) -> BuildResult:
+    plan = _plan(opts, progress)
+    hit = _cached(plan.out_dir, plan.key, progress, refuse_altered)
     if hit is not None:
-        return BuildResult(plan.out_dir, hit, cached=True)
+        return hit
     started = time.time()
     with staged_dir(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
         converted = _convert(plan, opts, Path(workdir), progress)
@@ -208,7 +226,8 @@ def _build_one(opts: BuildOptions, progress: Progress) -> BuildResult:
 
             converted.quantization.update(accuracy_change(converted.float_model, converted.model,
                                                           plan.quantization.eval_data, plan.data, progress))
-        result_report = _report(plan, converted, compiled, ran, started)
+        trust = _sign(plan, converted, compiled, stage, progress)
+        result_report = {**_report(plan, converted, compiled, ran, started), "trust": trust}
         report.write(stage, result_report)
     return BuildResult(plan.out_dir, result_report, cached=False)
 
@@ -266,6 +285,19 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
     return _Ran(validation, timing)
 
 
+def _sign(plan: _Plan, converted: _Converted, compiled: CompileResult, stage: Path, progress: Progress) -> dict:
+    """provenance.json, then signature.json when there is a key; report.json's "trust" section."""
+    subjects = [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in compiled.manifest["files"]]
+    signing.write_provenance(stage, signing.provenance(
+        converted.source.path.name, converted.source.sha256, plan.target.name, plan.target.sha256,
+        plan.backend.name, plan.options, plan.versions, subjects))
+    signer = None
+    if plan.signing_key is not None:
+        progress(f"signing the manifest and the provenance with {plan.signing_key}")
+        signer = signing.sign(stage, plan.signing_key)
+    return {"files": signing.trust_records(stage), "signer": signer}
+
+
 def _report(plan: _Plan, converted: _Converted, compiled: CompileResult, ran: _Ran, started: float) -> dict:
     """report.json's keys (docs/reports.md); each backend section sits under its own key."""
     source = converted.source
@@ -297,18 +329,18 @@ class AllBackendsFailed(EdgeyardError):
         self.attempts = attempts
 
 
-def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResult:
+def _build_first_that_works(opts: BuildOptions, progress: Progress, refuse_altered: bool) -> BuildResult:
     """--backend auto: build() with each of the target's backends in its order of preference until one imports,
     compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That
     build becomes the auto folder's (build/<target>/<stem>/auto/ or --out), and its report lists every backend
     tried with what stopped it ("attempts")."""
     target = target_of(opts)
-    plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
+    plans = [_plan(replace(opts, backend=name), progress) for name in target.backends]  # option mistakes fail here
     out_dir = checked_out_dir(build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out))
     key = hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest()
-    hit = cache.cached_report(out_dir, key)
+    hit = _cached(out_dir, key, progress, refuse_altered)
     if hit is not None:
-        return BuildResult(out_dir, hit, cached=True)
+        return hit
     started = time.time()
     attempts, failures, chosen = [], [], None
     with staged_dir(out_dir) as stage:

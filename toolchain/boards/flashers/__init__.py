@@ -13,6 +13,7 @@ from ... import proc
 from ...bundle import BUNDLE, MANIFEST, file_problem, read_manifest
 from ...errors import BadInput, MissingTool
 from ...registry import Registry
+from ...signing import check_build
 from ...target.profile import Target, load_target
 
 
@@ -48,9 +49,11 @@ def _checked_image(bundle_dir: Path, manifest: dict, role: str) -> Path:
     return path.resolve()
 
 
-def flash(target_name: str, out_dir: Path, probe: str | None = None, dry_run: bool = False) -> list[list[str]]:
+def flash(target_name: str, out_dir: Path, probe: str | None = None, dry_run: bool = False,
+          allow_unsigned: bool = False) -> list[list[str]]:
     """Write the firmware built in out_dir to the board with `probe` (default: the target's); return the
-    command lines run, or only the ones that would run when dry_run."""
+    command lines run, or only the ones that would run when dry_run. The build must pass
+    signing.check_build first (signed, unless allow_unsigned)."""
     target = load_target(target_name)
     if not target.flash:
         raise BadInput(f"target {target.name} has no [flash] table: there is no board to flash.")
@@ -60,6 +63,7 @@ def flash(target_name: str, out_dir: Path, probe: str | None = None, dry_run: bo
     bundle_dir = Path(out_dir) / BUNDLE
     if not (bundle_dir / MANIFEST).is_file():
         raise BadInput(f"{out_dir} holds no build (no {BUNDLE}/{MANIFEST}); run invoke build first.")
+    check_build(Path(out_dir), require_signed=not allow_unsigned)
     manifest = read_manifest(bundle_dir)
     if manifest["target"] != target.name or "firmware" not in manifest:
         raise BadInput(f"{out_dir} holds a build for {manifest['target']}, not firmware for {target.name}.")
