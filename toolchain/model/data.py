@@ -6,6 +6,7 @@
 Labels are class indices ([N] or [N, 1]) or one-hot rows ([N, classes]).
 """
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ def load_npz(path: Path) -> dict[str, np.ndarray]:
             arrays = {key: archive[key] for key in archive.files}
     except FileNotFoundError:
         raise BadInput(f"{path}: dataset file not found.") from None
-    except (OSError, ValueError, EOFError, KeyError) as err:
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as err:
         raise BadInput(f"{path}: not a readable .npz dataset ({reason(err)}).") from None
     for key, array in arrays.items():
         if array.dtype.kind not in "fiub":

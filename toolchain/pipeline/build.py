@@ -27,6 +27,7 @@ from ..errors import (
     short_reason,
 )
 from ..model import model_sha256
+from ..model.data import load_npz
 from ..model.info import ModelInfo
 from ..options import MAX_SAMPLES, MAX_THREADS, BuildOptions, parse_count
 from ..paths import build_dir_for
@@ -113,8 +114,8 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
         data = data or default_data
     else:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
-    if data is not None and not Path(data).is_file():
-        raise BadInput(f"{data}: dataset file not found.")
+    if data is not None:
+        load_npz(Path(data))  # its arrays checked now, before any heavy work
     out_dir = checked_out_dir(build_dir_for(target.name, str(model_path), backend_name, opts.out))
     from ..convert import repair
     from ..model import model_format

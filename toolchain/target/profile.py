@@ -194,7 +194,7 @@ def target_names(targets_dir: Path = TARGETS_DIR) -> list[str]:
 
 def load_target(name: str, targets_dir: Path = TARGETS_DIR) -> Target:
     path = targets_dir / f"{name}.toml"
-    if not path.is_file():
+    if name not in target_names(targets_dir) or not path.is_file():  # a name, not a path out of targets/
         raise BadInput(f"unknown target '{name}'; known targets: {', '.join(target_names(targets_dir))}.")
     return load_target_file(path)
 
