@@ -130,8 +130,13 @@ def sign(out_dir: Path, key_path: Path) -> str:
     signature = {"format": SIGNATURE_FORMAT, "algorithm": "ed25519",
                  "public_key": base64.b64encode(_public_bytes(key)).decode(), "files": records,
                  "signature": base64.b64encode(key.sign(_payload(records))).decode()}
-    atomic_write(Path(out_dir) / SIGNATURE, json.dumps(signature, indent=2) + "\n")
+    atomic_write(Path(out_dir) / SIGNATURE, _signature_text(signature))
     return fingerprint(key_path)
+
+
+def _signature_text(signature: dict) -> str:
+    """signature.json's exact text: a byte changed anywhere in it (even harmless whitespace) is refused."""
+    return json.dumps(signature, indent=2) + "\n"
 
 
 @dataclass
@@ -172,6 +177,8 @@ def _check_signature(out_dir: Path, public_key: Path | None) -> str:
 
     path = out_dir / SIGNATURE
     signature = _read_json(path)
+    if path.read_text() != _signature_text(signature):
+        raise BuildError(f"{path} is not as edgeyard wrote it; the build was altered.")
     _check_records(out_dir, signature.get("files"), path)
     try:
         embedded = base64.b64decode(signature["public_key"], validate=True)
