@@ -12,15 +12,17 @@ from pathlib import Path
 import pytest
 
 from toolchain.bundle import BUNDLE, Entry, write_manifest
-from toolchain.errors import BadInput, MissingTool
+from toolchain import signing
+from toolchain.errors import BadInput, BuildError, MissingTool
 from toolchain.boards.flashers import flash
 
 BOARD = "nucleo-l4r5zi"
 
 
 @pytest.fixture
-def built(tmp_path) -> Path:
-    """A stand-in firmware build for the board: the images a build leaves and a manifest recording them."""
+def built(tmp_path, monkeypatch) -> Path:
+    """A stand-in firmware build for the board: the images a build leaves, a manifest recording them, and a
+    signature (flash refuses unsigned builds) by a key the test trusts."""
     out = tmp_path / "built"
     bundle_dir = out / BUNDLE
     bundle_dir.mkdir(parents=True)
@@ -29,6 +31,10 @@ def built(tmp_path) -> Path:
     images = {"board": "firmware.elf", "board_binary": "firmware.bin"}
     write_manifest(bundle_dir, "tvm", BOARD, Entry("firmware", ["./firmware.elf"], "armv7e-m"), [], [],
                    extra={"firmware": {"images": images}})
+    signing.write_provenance(out, {"stand-in": True})
+    key, _ = signing.keygen(tmp_path / "key.pem")
+    monkeypatch.setenv(signing.KEY_ENV, str(key))
+    signing.sign(out, key)
     return out
 
 
@@ -99,9 +105,12 @@ def test_changed_image_is_refused(built, tmp_path):
     shutil.copytree(built, copy)
     with open(copy / "bundle" / "firmware.elf", "ab") as image:
         image.write(b"\0")
-    with pytest.raises(BadInput, match=r"firmware.elf is missing or is not the image the build made") as err:
+    with pytest.raises(BuildError, match=r"firmware.elf does not match its sha256") as err:
         flash(BOARD, copy, "pyocd", dry_run=True)
-    assert err.value.exit_code == 2
+    assert err.value.exit_code == 1
+    (built / "signature.json").unlink()  # unsigned: refused unless allowed
+    with pytest.raises(BadInput, match="is not signed"):
+        flash(BOARD, built, "pyocd", dry_run=True)
 
 
 @pytest.mark.fast

@@ -203,13 +203,13 @@ def check_build(out_dir: Path, public_key: Path | None = None, require_signed: b
     manifest = verify(out_dir / BUNDLE)
     if (out_dir / SIGNATURE).exists():
         signer = _check_signature(out_dir, public_key)
+    elif require_signed:
+        raise BadInput(f"{out_dir} is not signed (no {SIGNATURE}); make a key with invoke keygen and build "
+                       "again, or give --allow-unsigned.")
     else:
         report = _read_json(out_dir / REPORT)
         _check_records(out_dir, report.get("trust", {}).get("files"), out_dir / REPORT)
         signer = None
-        if require_signed:
-            raise BadInput(f"{out_dir} is not signed (no {SIGNATURE}); make a key with invoke keygen and build "
-                           "again, or give --allow-unsigned.")
     return Trust(out_dir, manifest, len(manifest["files"]) + len(SIGNED), signer)
 
 
