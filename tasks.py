@@ -7,10 +7,32 @@ Heavy libraries (TensorFlow, TVM) are imported inside toolchain functions, never
 import sys
 
 from invoke import Exit, task
+from invoke.exceptions import ParseError
+from invoke.program import Program
 
 from toolchain import console, options
 
 console.quiet_frameworks()
+
+
+def _usage_errors_exit_2(parse):
+    """Invoke's own parser errors (an unknown flag, `--samples abc`) exit 2 like edgeyard's other bad input
+    (Invoke exits 1, or shows a traceback for a value its int() refuses); `TASK --help` where TASK takes a
+    positional argument prints the task's help instead of reading "--help" as that argument."""
+    def parse_then_check(program):
+        try:
+            parse(program)
+        except (ParseError, ValueError) as err:
+            raise Exit(f"error: {console.one_line(str(err))} (see invoke --help TASK).", code=2) from None
+        for context in program.tasks or []:
+            if any(arg.value in ("-h", "--help") for arg in context.positional_args):
+                program.print_task_help(context.name)
+                raise Exit(code=0)
+    return parse_then_check
+
+
+# Parsing the tasks' arguments happens after Invoke imports this file: the only place to change it.
+Program.parse_tasks = _usage_errors_exit_2(Program.parse_tasks)
 
 HELP = {
     "target": "target profile name (see `invoke targets`)",
@@ -32,8 +54,11 @@ HELP = {
     "precision": "FPGA fixed-point type of every layer, e.g. ap_fixed<16,6> (default: the target's)",
     "layer_precision": "one layer's FPGA fixed-point type, NAME=ap_fixed<24,10> (repeatable)",
     "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
+    "signing_key": "Ed25519 key that signs the build (default: $EDGEYARD_SIGNING_KEY, else the per-user key "
+                   "from invoke keygen if it exists; without one the build is unsigned)",
     "debug": "show the traceback of an error",
 }
+ALLOW_UNSIGNED = "accept a build without a signature (its files are still checked against its manifest)"
 QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data")  # build and bench only
 # How `bench` and `deploy` reach a real board.
 BOARD_HELP = {
@@ -46,6 +71,11 @@ BOARD_HELP = {
 }
 
 
+def _show(text: str) -> None:
+    """Print a result for a human: names from models and files may hold escape sequences (console.printable)."""
+    print(console.printable(text))
+
+
 def _finish(action, debug: bool):
     result, code, message = console.guarded(action, debug)
     if code:
@@ -56,16 +86,18 @@ def _finish(action, debug: bool):
 @task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, debug=False):
-    """Build, run, validate and time a model for a target; writes report.json and report.md."""
+          set=None, signing_key=None, debug=False):
+    """Build, run, validate and time a model for a target; writes report.json, report.md, provenance.json
+    (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
-                               quantize, precision, layer_precision, set, quantize_io, calibration, eval_data)
+                               quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
+                               signing_key)
     result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
     from toolchain.pipeline import report
 
-    print(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
+    _show(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
 
 @task(help={**HELP, **BOARD_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
@@ -73,30 +105,30 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          debug=False):
+          signing_key=None, debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
-                               eval_data)
+                               eval_data, signing_key)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.ProgressPrinter(),
                                                       connection=board()), debug)
-        print(report.comparison_summary(comparison))
+        _show(report.comparison_summary(comparison))
         return
     result = _finish(lambda: run_bench(opts(), runs, warmup, console.ProgressPrinter(), board()), debug)
-    print(report.summary(result.report))
+    _show(report.summary(result.report))
 
 
 @task(help={**{k: v for k, v in HELP.items() if k not in QUANTIZE_OPTIONS + ("precision", "layer_precision", "set")},
             **{k: BOARD_HELP[k] for k in ("port", "identity", "known_hosts")},
-            "host": "the Linux board, [USER@]ADDRESS (required)"},
+            "host": "the Linux board, [USER@]ADDRESS (required)", "allow_unsigned": ALLOW_UNSIGNED},
       iterable=["input_shape"])
 def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
-           host=None, port=0, identity=None, known_hosts=None, debug=False):
+           host=None, port=0, identity=None, known_hosts=None, signing_key=None, allow_unsigned=False, debug=False):
     """Build if needed, check the bundle against its manifest's sha256 and copy it to a board over SSH."""
     from toolchain.boards import deploy as deployment
     from toolchain.pipeline.build import build as run_build
@@ -106,18 +138,19 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
             from toolchain.errors import BadInput
 
             raise BadInput("deploy needs --host [USER@]ADDRESS.")
-        built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads),
-                          console.ProgressPrinter())
+        built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads,
+                                                signing_key=signing_key), console.ProgressPrinter(),
+                          refuse_altered=True)
         return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
-                                 progress=console.ProgressPrinter())
+                                 progress=console.ProgressPrinter(), allow_unsigned=allow_unsigned)
 
     done = _finish(action, debug)
     state = "copied" if done.copied else "already there, nothing copied"
-    print(f"{done.host}:{done.remote_dir} ({done.files} files, {done.bytes / 1e6:.2f} MB, {state}); "
+    _show(f"{done.host}:{done.remote_dir} ({done.files} files, {done.bytes / 1e6:.2f} MB, {state}); "
           f"run it there with: cd {done.remote_dir} && ./run.sh IN_DIR OUT_DIR SAMPLES WARMUP REPEAT")
 
 
-@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads") + QUANTIZE_OPTIONS},
+@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads", "signing_key") + QUANTIZE_OPTIONS},
             "logic": "also run Vivado logic synthesis after C synthesis (slower; post-synthesis resources)"},
       iterable=["input_shape", "layer_precision", "set"])
 def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, data=None, samples=32, precision=None,
@@ -129,7 +162,7 @@ def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, d
     opts = lambda: options.build_options(target, model, "hls4ml", out, input_shape, data, samples, 1, None,  # noqa: E731
                                precision, layer_precision, set)
     result = _finish(lambda: synthesize(opts(), logic, console.ProgressPrinter()), debug)
-    print(report.summary(result.report))
+    _show(report.summary(result.report))
 
 
 @task(help={"model": HELP["model"], "input_shape": HELP["input_shape"], "debug": HELP["debug"]},
@@ -141,7 +174,7 @@ def inspect(c, model, input_shape=None, debug=False):
     from toolchain.model import load_model
     from toolchain.model.summary import describe
 
-    print(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
+    _show(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
                   debug))
 
 
@@ -150,7 +183,33 @@ def targets(c, debug=False):
     """List the target profiles."""
     from toolchain.target.profile import target_table
 
-    print(_finish(target_table, debug))
+    _show(_finish(target_table, debug))
+
+
+@task(help={"key": "where to write the private key (default: the per-user key, <config>/edgeyard/signing-key.pem); "
+                   "the public key goes beside it as .pub",
+            "force": "replace an existing key (builds signed with the old one no longer verify)",
+            "debug": HELP["debug"]})
+def keygen(c, key=None, force=False, debug=False):
+    """Make an Ed25519 signing key; from then on every build signs its manifest and provenance with it."""
+    from toolchain import signing
+
+    private, public = _finish(lambda: signing.keygen(key, force), debug)
+    _show(f"signing key {private} (keep it private), public key {public} (give it to whoever checks builds: "
+          f"invoke verify DIR --key {public})")
+
+
+@task(help={"key": "public (.pub) or private key the signature must be by (default: the signing key builds use)",
+            "debug": HELP["debug"]})
+def verify(c, out, key=None, debug=False):
+    """Check a build folder: every file against the manifest, the manifest and provenance against the
+    signature. Exit 0 intact and signed, 1 altered (the file is named), 2 unsigned or not a build."""
+    from pathlib import Path
+
+    from toolchain import signing
+
+    trust = _finish(lambda: signing.check_build(Path(out), Path(key) if key else None, require_signed=True), debug)
+    _show(f"{out}: intact, {trust.files} files checked, signed by key {trust.signer}")
 
 
 @task(help={"models": "folder of models: .keras/.h5, .tflite and .onnx files, SavedModel folders (others are skipped)",
@@ -215,11 +274,11 @@ def test(c, fast=False, slow=False, k=None, x=False):
                           "Black Magic, qemu-system -gdb)",
             "image": "board: the image linked for the board (default); emulator: the one for the target's emulator, "
                      "through a GDB server", "dry_run": "print the commands (and gdb script) only",
-            "debug": HELP["debug"]})
+            "allow_unsigned": ALLOW_UNSIGNED, "debug": HELP["debug"]})
 def flash(c, target="nucleo-l4r5zi", model=None, backend=None, out=None, probe=None, gdb_server=None, image="board",
-          dry_run=False, debug=False):
+          dry_run=False, allow_unsigned=False, debug=False):
     """Write a build's firmware to a board with a debug probe or through a GDB server, and verify it (the build
-    is checked against its manifest first)."""
+    and its signature are checked first)."""
     import shlex
 
     from toolchain.boards.flashers import SCRIPT_NAME
@@ -228,11 +287,11 @@ def flash(c, target="nucleo-l4r5zi", model=None, backend=None, out=None, probe=N
     from toolchain.target.profile import load_target
 
     out_dir = _finish(lambda: build_dir_for(target, model, backend or load_target(target).default_backend, out), debug)
-    plan = _finish(lambda: write_firmware(target, out_dir, probe, dry_run, image, gdb_server), debug)
-    print("\n".join(shlex.join(argv) for argv in plan.commands))
+    plan = _finish(lambda: write_firmware(target, out_dir, probe, dry_run, image, gdb_server, allow_unsigned), debug)
+    _show("\n".join(shlex.join(argv) for argv in plan.commands))
     if dry_run and plan.script is not None:
-        print(f"\n{SCRIPT_NAME}, in the folder the command runs in:\n{plan.script}")
-    print(f"{'would verify' if dry_run else 'verified'}: {plan.verifies}")
+        _show(f"\n{SCRIPT_NAME}, in the folder the command runs in:\n{plan.script}")
+    _show(f"{'would verify' if dry_run else 'verified'}: {plan.verifies}")
 
 
 COMPRESS_HELP = {
@@ -260,7 +319,7 @@ def prune(c, model=None, sparsity=0.5, structured=False, data=None, epochs=10, o
     result = _finish(lambda: run_prune(Path(model) if model else None, sparsity, structured,
                                        Path(data) if data else None, epochs, Path(out) if out else None,
                                        console.ProgressPrinter()), debug)
-    print(summary(result.report))
+    _show(summary(result.report))
 
 
 @task(help={**COMPRESS_HELP, "teacher": "Keras teacher .keras/.h5 (default: the embedded digits CNN)",
@@ -280,4 +339,4 @@ def distill(c, teacher=None, student="width=0.5", data=None, temperature=4.0, al
     result = _finish(lambda: run_distill(Path(teacher) if teacher else None, student, Path(data) if data else None,
                                          temperature, alpha, epochs, Path(out) if out else None, console.ProgressPrinter()),
                      debug)
-    print(summary(result.report))
+    _show(summary(result.report))

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from toolchain import signing
 from toolchain.boards.flashers import flash
 from toolchain.bundle import BUNDLE, Entry, read_manifest, write_manifest
 from toolchain.errors import BadInput, BuildError, MissingTool
@@ -28,8 +29,9 @@ EMULATED_BOARDS = ["nucleo-l4r5zi", "stm32f746g-disco", "corstone-300"]  # Corte
 
 
 @pytest.fixture
-def built(tmp_path) -> Path:
-    """A stand-in firmware build for the board: the images a build leaves and a manifest recording them."""
+def built(tmp_path, monkeypatch) -> Path:
+    """A stand-in firmware build for the board: the images a build leaves, a manifest recording them, and a
+    signature (flash refuses unsigned builds) by a key the test trusts."""
     out = tmp_path / "built"
     bundle_dir = out / BUNDLE
     bundle_dir.mkdir(parents=True)
@@ -38,6 +40,10 @@ def built(tmp_path) -> Path:
     images = {"board": "firmware.elf", "board_binary": "firmware.bin"}
     write_manifest(bundle_dir, "tvm", BOARD, Entry("firmware", ["./firmware.elf"], "armv7e-m"), [], [],
                    extra={"firmware": {"images": images}})
+    signing.write_provenance(out, {"stand-in": True})
+    key, _ = signing.keygen(tmp_path / "key.pem")
+    monkeypatch.setenv(signing.KEY_ENV, str(key))
+    signing.sign(out, key)
     return out
 
 
@@ -112,8 +118,16 @@ def test_a_build_that_fails_its_manifest_check_is_refused(built, tmp_path, chang
     else:
         (copy / BUNDLE / "extra.bin").write_bytes(b"\0")
         message = r"extra.bin is not listed in manifest.json; rebuild the bundle"
-    with pytest.raises(BuildError, match=message):
+    with pytest.raises(BuildError, match=message) as err:
         flash(BOARD, copy, "pyocd", dry_run=True)
+    assert err.value.exit_code == 1
+
+
+@pytest.mark.fast
+def test_an_unsigned_build_is_refused(built):
+    (built / "signature.json").unlink()
+    with pytest.raises(BadInput, match=r"is not signed \(no signature.json\); make a key with invoke keygen"):
+        flash(BOARD, built, "pyocd", dry_run=True)
 
 
 @pytest.mark.fast
@@ -159,18 +173,26 @@ def test_server_addresses_that_are_accepted(built):
 
 @pytest.fixture(scope="module")
 def firmware(tiny_tflite, tmp_path_factory):
-    """firmware(target): the build folder of a real firmware build for the target (built once per module)."""
+    """firmware(target): the build folder of a real firmware build for the target (built once per module),
+    signed by a key this module's flashes trust ($EDGEYARD_SIGNING_KEY while the module runs)."""
     from toolchain.pipeline.build import BuildOptions, build
 
+    key, _ = signing.keygen(tmp_path_factory.mktemp("key") / "key.pem")
+    previous = os.environ.get(signing.KEY_ENV)
+    os.environ[signing.KEY_ENV] = str(key)
     outs = {}
 
     def built_for(target: str) -> Path:
         if target not in outs:
             outs[target] = tmp_path_factory.mktemp(target) / "out"
-            build(BuildOptions(target=target, model=tiny_tflite, backend="tvm", out=outs[target]))
+            build(BuildOptions(target=target, model=tiny_tflite, backend="tvm", out=outs[target], signing_key=key))
         return outs[target]
 
-    return built_for
+    yield built_for
+    if previous is None:
+        os.environ.pop(signing.KEY_ENV)
+    else:
+        os.environ[signing.KEY_ENV] = previous
 
 
 def test_a_real_build_for_the_board_flashes(firmware):

@@ -27,6 +27,13 @@ from .errors import BadInput, BuildError
 
 BUNDLE = "bundle"  # the bundle's folder inside a build folder
 MANIFEST = "manifest.json"
+REPORT = "report.json"  # beside bundle/ in a build folder
+
+
+def is_build_folder(folder: Path) -> bool:
+    """Whether `folder` holds an edgeyard build (its report or its bundle's manifest): the only kind of
+    existing folder a build may replace."""
+    return (folder / REPORT).is_file() or (folder / BUNDLE / MANIFEST).is_file()
 
 # How the entry program runs: a native executable, a script for the board's python3, or a
 # bare-metal firmware image that takes the protocol's arguments over semihosting.
@@ -82,7 +89,16 @@ def write_run_script(bundle_dir: Path, backend: str, target: str, entry: Entry) 
 
 
 def read_manifest(bundle_dir: Path) -> dict:
-    return json.loads((bundle_dir / MANIFEST).read_text())
+    """The bundle's manifest.json; BuildError naming it when it is not a manifest (edited, truncated)."""
+    path = bundle_dir / MANIFEST
+    try:
+        manifest = json.loads(path.read_text())
+    except (UnicodeDecodeError, ValueError) as err:
+        raise BuildError(f"{path} is not valid JSON ({err}); rebuild the bundle.") from None
+    if not isinstance(manifest, dict) or not isinstance(manifest.get("files"), list) or not isinstance(
+            manifest.get("entry"), dict):
+        raise BuildError(f"{path} is not an edgeyard manifest (no files and entry); rebuild the bundle.")
+    return manifest
 
 
 def entry_of(manifest: dict) -> Entry:

@@ -5,6 +5,7 @@ import re
 from pathlib import Path
 
 from .atomic import atomic_write
+from .console import markdown_cell
 from .paths import TEMPLATES_DIR
 
 _C_KEYWORDS = frozenset(
@@ -31,7 +32,9 @@ def c_identifier(name: str, taken: set[str] | None = None) -> str:
     return ident
 
 
-def _environment():
+def _environment(markdown: bool):
+    """Jinja for templates/; for Markdown (.md.j2) every {{ value }} passes console.markdown_cell, so a
+    name with a newline, a '|' or an escape sequence cannot break a table or reach a terminal raw."""
     import jinja2
 
     return jinja2.Environment(
@@ -40,12 +43,13 @@ def _environment():
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
+        finalize=markdown_cell if markdown else None,
     )
 
 
 def render_text(template: str, **context) -> str:
     """templates/<template> rendered with `context`."""
-    return _environment().get_template(template).render(**context)
+    return _environment(template.endswith(".md.j2")).get_template(template).render(**context)
 
 
 def render(template: str, out_path: Path, mode: int | None = None, **context) -> Path:

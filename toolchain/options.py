@@ -4,6 +4,7 @@ Parsing is the only job here: no file is read and nothing heavy is imported, so 
 option fails before any work starts.
 """
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -12,6 +13,10 @@ from .runners.base import Connection
 from .target.settings import parse_settings
 
 DEFAULT_SAMPLES = 32  # validation samples per build
+MAX_SAMPLES = 100_000  # validation samples: more says nothing new and only fills memory and disk
+MAX_THREADS = 1024
+# A tensor's element count is an int32 in TVM's and the generated C's shapes.
+MAX_ELEMENTS = 2**31 - 1
 
 
 @dataclass
@@ -29,6 +34,7 @@ class BuildOptions:
     calibration: Path | None = None  # int8 calibration inputs: .npz, .npy or a folder of them (None: `data`)
     eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
+    signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
 
 
 
@@ -43,8 +49,22 @@ def parse_input_shapes(specs: list[str]) -> dict[str, tuple[int, ...]]:
             shape = ()
         if not sep or not name or not shape or min(shape) < 1:
             raise BadInput(f"--input-shape '{spec}' is not NAME:D0xD1x... with positive dimensions.")
+        if math.prod(shape) > MAX_ELEMENTS:
+            raise BadInput(f"--input-shape '{spec}' has {math.prod(shape):,} elements, more than a tensor can "
+                           f"hold ({MAX_ELEMENTS:,}).")
         shapes[name] = shape
     return shapes
+
+
+def parse_count(option: str, value, low: int, high: int) -> int:
+    """An integer option (from the command line's string or the API's int) within [low, high]."""
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise BadInput(f"{option} takes a whole number, not '{value}'.") from None
+    if isinstance(value, float) and value != number or not low <= number <= high:
+        raise BadInput(f"{option} must be from {low:,} to {high:,}, not {value}.")
+    return number
 
 
 def parse_names(text: str) -> list[str]:
@@ -53,7 +73,7 @@ def parse_names(text: str) -> list[str]:
 
 
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
-                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None):
+                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
@@ -64,9 +84,11 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
         settings[f"fpga.layer_precision.{name}"] = fixed_point
     return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
                         out=Path(out) if out else None, input_shapes=parse_input_shapes(input_shape or []),
-                        data=Path(data) if data else None, samples=samples, threads=threads, quantize=quantize,
+                        data=Path(data) if data else None, samples=parse_count("--samples", samples, 1, MAX_SAMPLES),
+                        threads=parse_count("--threads", threads, 1, MAX_THREADS), quantize=quantize,
                         quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
-                        eval_data=Path(eval_data) if eval_data else None, settings=settings)
+                        eval_data=Path(eval_data) if eval_data else None, settings=settings,
+                        signing_key=Path(signing_key) if signing_key else None)
 
 
 def board_connection(host, port, identity, known_hosts, rpc, key):

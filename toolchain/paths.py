@@ -3,6 +3,8 @@
 import os
 from pathlib import Path
 
+from .errors import BadInput
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 # A source checkout (or an editable install) keeps the assets beside the package; a built wheel
 # carries them inside it, in toolchain/_assets/ (setup.py copies them there).
@@ -14,10 +16,12 @@ FIRMWARE_DIR = ASSETS_ROOT / "firmware"
 
 def cache_dir() -> Path:
     """The user's cache folder for edgeyard (default model, target runtimes): $EDGEYARD_CACHE or XDG."""
-    root = os.environ.get("EDGEYARD_CACHE") or os.path.join(
+    root = Path(os.environ.get("EDGEYARD_CACHE") or os.path.join(
         os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "edgeyard"
-    )
-    return Path(root)
+    ))
+    if root.exists() and not root.is_dir():
+        raise BadInput(f"{root}: the cache folder (EDGEYARD_CACHE or XDG_CACHE_HOME) is a file, not a folder.")
+    return root
 
 
 DEFAULT_MODEL_STEM = "digits_cnn"  # the embedded default model's file stem (toolchain/model/default.py)

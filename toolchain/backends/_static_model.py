@@ -8,15 +8,24 @@ import numpy as np
 from ..codegen import c_identifier
 from ..errors import BadInput
 from ..model.info import TensorInfo
+from ..paths import FIRMWARE_DIR
 
 # The element types the header can name (templates/static_model.h.j2's c_types).
 C_TYPES = ("float16", "float32", "float64", "int8", "int16", "int32", "int64", "uint8")
+# Files the generated sources sit beside (the harness, the firmware's and the kernel library's sources
+# and headers) and the objects they compile to: a model named like one of them ("harness.onnx") gets
+# another C name.
+_SOURCE_STEMS = frozenset({"harness", "driver", "kernels", "weights", "runner",
+                           *(p.stem for p in FIRMWARE_DIR.rglob("*.[ch]"))})
+# Macros the header defines as <NAME>_INPUT_<suffix> (and _OUTPUT_): a tensor named "count" must not
+# redefine <NAME>_INPUT_COUNT.
+_IO_MACRO_SUFFIXES = ("COUNT", "BYTES")
 
 
 def model_identifier(stem: str) -> str:
-    """The C name of the model: its file stem, sanitized; an identifier starting with "_" is
-    reserved at file scope in C, so such a name gets a prefix."""
-    name = c_identifier(stem)
+    """The C name of the model: its file stem, sanitized, unlike the sources it is compiled with; an
+    identifier starting with "_" is reserved at file scope in C, so such a name gets a prefix."""
+    name = c_identifier(stem, set(_SOURCE_STEMS))
     return f"model{name}" if name.startswith("_") else name
 
 
@@ -27,7 +36,7 @@ def c_string(text: str) -> str:
 
 def io_tensors(tensors: list[TensorInfo], alignment: int) -> tuple[list[dict], int]:
     """What the header says of each input (or output), packed back to back at aligned offsets; the total."""
-    taken: set[str] = set()
+    taken = set(_IO_MACRO_SUFFIXES)
     described, offset = [], 0
     for tensor in tensors:
         if tensor.dtype not in C_TYPES:

@@ -18,6 +18,7 @@ from pathlib import Path
 from ..bundle import BUNDLE, MANIFEST, sha256_file, verify
 from ..console import Progress, quiet
 from ..errors import BadInput, BuildError
+from ..signing import check_build
 from .ssh import SshLink, remote_path
 
 REMOTE_ROOT = "edgeyard"  # under the login folder on the board
@@ -42,11 +43,14 @@ def default_remote_dir(out_dir: Path) -> str:
 
 def deploy(out_dir: Path, host: str, port: int | None = None, identity: Path | None = None,
            known_hosts: Path | None = None, remote_dir: str | None = None,
-           progress: Progress = quiet) -> Deployment:
-    """Copy the bundle of the build in `out_dir` to the board at `host` (see the module's docstring)."""
+           progress: Progress = quiet, allow_unsigned: bool = False) -> Deployment:
+    """Copy the bundle of the build in `out_dir` to the board at `host` (see the module's docstring), once
+    signing.check_build passes: a signed build unless allow_unsigned."""
     out_dir = Path(out_dir)
     if not (out_dir / "report.json").is_file():
         raise BadInput(f"{out_dir} is not a build folder (no report.json): run invoke build first.")
+    progress(f"checking {out_dir} (files, manifest, {'signature' if not allow_unsigned else 'signature if any'})")
+    check_build(out_dir, require_signed=not allow_unsigned)
     link = SshLink(host, port, Path(identity) if identity else None, Path(known_hosts) if known_hosts else None)
     return deploy_bundle(out_dir / BUNDLE, link, remote_dir or default_remote_dir(out_dir), progress)
 

@@ -13,7 +13,7 @@ import numpy as np
 
 from ..atomic import atomic_file, atomic_write
 from ..errors import BadInput
-from ..model.data import TRAINING_KEYS, class_indices
+from ..model.data import TRAINING_KEYS, class_indices, load_npz
 
 SEED = 1234
 BATCH_SIZE = 32
@@ -75,11 +75,8 @@ def load_keras_copy(path: Path):
 
 def load_data(path: Path, model) -> LabelledData:
     """The .npz's training and test splits, shaped as the model's input, labels as class indices."""
-    try:
-        arrays = np.load(path)
-        missing = [key for key in TRAINING_KEYS if key not in arrays]
-    except (OSError, ValueError) as err:
-        raise BadInput(f"{path}: not a readable .npz dataset ({err}).") from None
+    arrays = load_npz(path)
+    missing = [key for key in TRAINING_KEYS if key not in arrays]
     if missing:
         raise BadInput(f"{path}: needs the arrays {', '.join(TRAINING_KEYS)} and has no {', '.join(missing)}.")
     if len(model.inputs) != 1 or len(model.outputs) != 1 or len(model.outputs[0].shape) != 2:

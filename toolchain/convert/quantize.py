@@ -18,7 +18,7 @@ import numpy as np
 from ..atomic import atomic_file
 from ..errors import BadInput, BuildError, reason
 from ..model import ModelInfo, model_format, model_sha256
-from ..model.data import CALIBRATION_KEYS
+from ..model.data import CALIBRATION_KEYS, load_npz
 from ..pipeline.validate import FLOAT_TOLERANCE
 from . import _reload
 
@@ -331,16 +331,18 @@ def _calibration_array(path: Path, model: ModelInfo, samples: int) -> tuple[np.n
     if suffix not in (".npz", ".npy"):
         raise BadInput(f"{path}: calibration data must be an .npz, an .npy or a folder of them, not "
                        f"{suffix or 'a file without extension'}.")
-    try:
-        data = np.load(path)
-        key = None
-        if suffix == ".npz":
-            key = next((k for k in CALIBRATION_KEYS if k in data), None)
-            if key is None:
-                raise BadInput(f"{path}: has none of the arrays {', '.join(CALIBRATION_KEYS)} to calibrate with.")
-            data = data[key]
-    except (OSError, ValueError, EOFError) as err:
-        raise BadInput(f"{path}: not a readable {suffix} file ({reason(err)}).") from None
+    key = None
+    if suffix == ".npz":
+        arrays = load_npz(path)
+        key = next((k for k in CALIBRATION_KEYS if k in arrays), None)
+        if key is None:
+            raise BadInput(f"{path}: has none of the arrays {', '.join(CALIBRATION_KEYS)} to calibrate with.")
+        data = arrays[key]
+    else:
+        try:
+            data = np.load(path, allow_pickle=False)
+        except (OSError, ValueError, EOFError) as err:
+            raise BadInput(f"{path}: not a readable {suffix} file ({reason(err)}).") from None
     spec = model.inputs[0]
     if data.dtype.kind not in "fiub" or data.ndim == 0 or len(data) == 0:
         raise BadInput(f"{path}: holds {data.shape} {data.dtype} data, not numeric samples to calibrate with.")

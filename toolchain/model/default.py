@@ -7,9 +7,13 @@ import json
 from pathlib import Path
 
 from ..atomic import staged_dir
+from ..bundle import sha256_file
+from ..console import Progress, quiet
 from ..paths import DEFAULT_MODEL_STEM, cache_dir
+from ..reproducible import deterministic_keras_file, deterministic_zip
 
-VERSION = "digits-cnn-v1"  # bump when the data, the architecture or the training changes
+# v2: the saved files carry no date (reproducible.py) and metrics.json records their sha256.
+VERSION = "digits-cnn-v2"  # bump when the data, the architecture or the training changes
 MODEL_NAME = f"{DEFAULT_MODEL_STEM}.keras"
 DATASET_NAME = "digits.npz"
 METRICS_NAME = "metrics.json"
@@ -18,12 +22,30 @@ TEST_FRACTION = 0.25
 EPOCHS = 10
 
 
-def default_model() -> tuple[Path, Path]:
-    """(the .keras model, the .npz dataset with x_train, y_train, x_test, y_test), built on first use."""
+def default_model(progress: Progress = quiet) -> tuple[Path, Path]:
+    """(the .keras model, the .npz dataset with x_train, y_train, x_test, y_test), built on first use, and
+    built again, saying so, when a file of the cached copy is missing or altered (metrics.json records
+    their sha256)."""
     folder = cache_dir() / "default-model" / VERSION
-    if not all((folder / name).is_file() for name in (MODEL_NAME, DATASET_NAME, METRICS_NAME)):
+    problem = _damage(folder)
+    if problem:
+        if folder.exists():
+            progress(f"the cached default model is damaged ({problem}); building it again")
         _build(folder)
     return folder / MODEL_NAME, folder / DATASET_NAME
+
+
+def _damage(folder: Path) -> str | None:
+    """Why the cached copy in `folder` cannot be used; None when it is complete and intact."""
+    try:
+        recorded = json.loads((folder / METRICS_NAME).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return f"{folder / METRICS_NAME} is missing or unreadable"
+    for name in (MODEL_NAME, DATASET_NAME):
+        path = folder / name
+        if not path.is_file() or not isinstance(recorded, dict) or sha256_file(path) != recorded.get(name):
+            return f"{path} is missing or does not match its sha256 in {METRICS_NAME}"
+    return None
 
 
 def _build(folder: Path) -> None:
@@ -70,7 +92,9 @@ def _train(folder: Path) -> None:
     model.fit(x_train, y_train, batch_size=32, epochs=EPOCHS, shuffle=True, verbose=0)
     _, accuracy = model.evaluate(x_test, y_test, verbose=0)
     model.save(folder / MODEL_NAME)
+    deterministic_keras_file(folder / MODEL_NAME)
     np.savez(folder / DATASET_NAME, x_train=x_train, y_train=y_train, x_test=x_test, y_test=y_test)
+    deterministic_zip(folder / DATASET_NAME)
     # Written last: its presence marks a complete build.
     (folder / METRICS_NAME).write_text(
         json.dumps(
@@ -81,6 +105,7 @@ def _train(folder: Path) -> None:
                 "test_samples": len(x_test),
                 "epochs": EPOCHS,
                 "seed": SEED,
+                "sha256": {name: sha256_file(folder / name) for name in (MODEL_NAME, DATASET_NAME)},
             },
             indent=2,
         )

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..model.data import class_indices, eval_split
+from ..model.data import class_indices, eval_split, load_npz
 from ..model.info import ModelInfo
 from .validate import make_inputs
 
@@ -22,8 +22,8 @@ def labelled_split(dataset: Path) -> str | None:
 
     validate.make_inputs reads the same split: x_test when there is one, else x."""
     try:
-        data = np.load(dataset)
-    except (OSError, ValueError):
+        data = load_npz(dataset)
+    except BadInput:  # validation reads the same file and says what is wrong with it
         return None
     split = eval_split(data)
     return split[0] if split and split[1] in data else None

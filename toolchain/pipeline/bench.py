@@ -5,6 +5,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from .. import runners
+from ..atomic import scratch_dir
 from ..bundle import BUNDLE, entry_of, read_manifest
 from ..console import Progress, quiet
 from ..errors import BadInput, BuildError, EdgeyardError
@@ -69,10 +70,13 @@ def run_bench(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup: int = 
     the target's own runner; the build and its validation still run here first."""
     _check_bench_options(runs, warmup)
     target = target_of(opts)
-    timed = _Timed.prepare(build(opts, progress), target, connection)
-    progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
-    timed.run(target, warmup, runs, opts.threads, count_instructions=True)
-    return timed.record(warmup, opts.threads)
+    # One scratch folder for the build and the timing: the paths a firmware reads over semihosting, and
+    # with them its instruction count, are the same as the build's own run.
+    with scratch_dir():
+        timed = _Timed.prepare(build(opts, progress, refuse_altered=True), target, connection)
+        progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
+        timed.run(target, warmup, runs, opts.threads, count_instructions=True)
+        return timed.record(warmup, opts.threads)
 
 
 def compare_backends(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup: int = stats.DEFAULT_WARMUP,
@@ -91,7 +95,7 @@ def compare_backends(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup:
     for name in target.backends:
         backend_opts = replace(opts, backend=name, out=opts.out / name if opts.out else None)
         try:
-            built = build(backend_opts, progress)
+            built = build(backend_opts, progress, refuse_altered=True)
             out_root = out_root or built.out_dir.parent
             rows.append({"backend": name, "out_dir": str(built.out_dir), "error": None})
             if built.report["validation"]["ran"]:

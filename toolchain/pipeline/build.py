@@ -7,15 +7,16 @@ Timing a built bundle again (`invoke bench`) is pipeline/bench.py.
 """
 
 import hashlib
+import os
 import tempfile
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__, backends, runners
-from ..atomic import staged_dir
+from .. import __version__, backends, runners, signing
+from ..atomic import scratch_dir, staged_dir
 from ..backends.base import Backend, CompileRequest, CompileResult
-from ..bundle import BUNDLE, entry_of
+from ..bundle import BUNDLE, entry_of, is_build_folder
 from ..console import Progress, quiet
 from ..errors import (
     EXIT_BUILD_FAILED,
@@ -26,8 +27,9 @@ from ..errors import (
     short_reason,
 )
 from ..model import model_sha256
+from ..model.data import load_npz
 from ..model.info import ModelInfo
-from ..options import BuildOptions
+from ..options import MAX_SAMPLES, MAX_THREADS, BuildOptions, parse_count
 from ..paths import build_dir_for
 from ..target.profile import AUTO_BACKEND, Target, load_target
 from ..target.settings import with_settings
@@ -55,6 +57,8 @@ class _Plan:
     out_dir: Path
     key: str
     versions: dict
+    options: dict  # what the cache key and the provenance record of the options
+    signing_key: Path | None
     quantization: object = None  # convert.quantize.Request, or None
 
 
@@ -63,7 +67,30 @@ def target_of(opts: BuildOptions) -> Target:
     return with_settings(load_target(opts.target), opts.settings)
 
 
-def _plan(opts: BuildOptions) -> _Plan:
+def checked_out_dir(out_dir: Path) -> Path:
+    """The build folder, once it is clear that writing it loses nothing of the user's: a build replaces its
+    folder whole, so an existing one must be empty or an edgeyard build (BadInput). A path without a name
+    of its own (".", "..", "x/..") comes back absolute."""
+    normal = Path(os.path.normpath(out_dir))
+    out_dir = Path(os.path.abspath(out_dir))
+    if out_dir == out_dir.parent:
+        raise BadInput(f"{out_dir} cannot be a build folder; give --out a folder below it.")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise BadInput(f"{out_dir} is a file, not a build folder; give --out a new or empty folder.")
+    if out_dir.is_dir() and not is_build_folder(out_dir) and any(out_dir.iterdir()):
+        raise BadInput(f"{out_dir} holds files and no edgeyard build (no report.json or {BUNDLE}/manifest.json), "
+                       "and a build replaces its folder whole; give --out a new or empty folder.")
+    ancestor = next(p for p in out_dir.parents if p.exists())
+    if not ancestor.is_dir():
+        raise BadInput(f"{ancestor} is a file, so the build folder {out_dir} cannot be made there.")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise BadInput(f"{ancestor} is not writable, so the build folder {out_dir} cannot be made there.")
+    return normal if normal.name not in ("", "..") else out_dir
+
+
+def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
+    if opts.out is not None:  # before any work (the default model's training included)
+        checked_out_dir(opts.out)
     target = target_of(opts)
     backend_name = opts.backend or target.default_backend
     backend = backends.get(backend_name)
@@ -72,8 +99,8 @@ def _plan(opts: BuildOptions) -> _Plan:
         raise BadInput(f"backend '{backend_name}' does not serve target '{target.name}': {why}." if why else
                        f"backend '{backend_name}' does not serve target '{target.name}' "
                        f"(its backends: {', '.join(target.backends)}).")
-    if opts.samples < 1:
-        raise BadInput(f"--samples must be at least 1, not {opts.samples}.")
+    parse_count("--samples", opts.samples, 1, MAX_SAMPLES)  # the API's BuildOptions skip build_options()
+    parse_count("--threads", opts.threads, 1, MAX_THREADS)
     from ..convert.quantize import plan as quantization_plan
 
     # Before the default model is built: option mistakes fail at once.
@@ -83,13 +110,13 @@ def _plan(opts: BuildOptions) -> _Plan:
     if opts.model is None:
         from ..model.default import default_model
 
-        model_path, default_data = default_model()
+        model_path, default_data = default_model(progress)
         data = data or default_data
     else:
         model_path = Path(opts.model)  # model_format() below says so when it is missing
-    if data is not None and not Path(data).is_file():
-        raise BadInput(f"{data}: dataset file not found.")
-    out_dir = build_dir_for(target.name, str(model_path), backend_name, opts.out)
+    if data is not None:
+        load_npz(Path(data))  # its arrays checked now, before any heavy work
+    out_dir = checked_out_dir(build_dir_for(target.name, str(model_path), backend_name, opts.out))
     from ..convert import repair
     from ..model import model_format
     from ..model.reference import MICROCONTROLLER_FALLBACK, FRAMEWORKS, framework_versions
@@ -101,8 +128,12 @@ def _plan(opts: BuildOptions) -> _Plan:
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
                "quantization": quantization.cache_key() if quantization else None,
                "data": model_sha256(Path(data)) if data else None}
-    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, options, versions)
-    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, quantization)
+    signing_key = signing.signing_key_path(opts.signing_key)
+    signer = signing.fingerprint(signing_key) if signing_key else None  # another key: another build
+    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, {**options, "signer": signer},
+                          versions)
+    return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
+                 signing_key, quantization)
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
@@ -163,15 +194,32 @@ class _Ran:
     profile: list[dict] | None = None  # per layer, where the bundle reports its layers
 
 
-def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
+def build(opts: BuildOptions, progress: Progress = quiet, refuse_altered: bool = False) -> BuildResult:
     """plan -> ingest and convert -> compile -> run and validate -> measure -> report, staged so that a
-    failure leaves nothing behind and an older good build stays untouched."""
-    if (opts.backend or target_of(opts).default_backend) == AUTO:
-        return _build_first_that_works(opts, progress)
-    plan = _plan(opts)
-    hit = cache.cached_report(plan.out_dir, plan.key)
+    failure leaves nothing behind and an older good build stays untouched.
+
+    A finished build of the same inputs is reused once signing.check_build passes; one with an altered
+    file is rebuilt, saying so, or with refuse_altered (bench, deploy: about to run or ship it) refused."""
+    with scratch_dir():
+        if (opts.backend or target_of(opts).default_backend) == AUTO:
+            return _build_first_that_works(opts, progress, refuse_altered)
+        return _build_one(opts, progress, refuse_altered)
+
+
+def _cached(out_dir: Path, key: str, progress: Progress, refuse_altered: bool) -> BuildResult | None:
+    hit, altered = cache.cached_report(out_dir, key)
+    if altered and refuse_altered:
+        raise BuildError(f"{altered.rstrip('.')}; refusing to use it (run invoke build to make it again).")
+    if altered:
+        progress(f"rebuilding: {altered}")
+    return BuildResult(out_dir, hit, cached=True) if hit is not None else None
+
+
+def _build_one(opts: BuildOptions, progress: Progress, refuse_altered: bool) -> BuildResult:
+    plan = _plan(opts, progress)
+    hit = _cached(plan.out_dir, plan.key, progress, refuse_altered)
     if hit is not None:
-        return BuildResult(plan.out_dir, hit, cached=True)
+        return hit
     started = time.time()
     with staged_dir(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
         converted = _convert(plan, opts, Path(workdir), progress)
@@ -182,7 +230,8 @@ def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
 
             converted.quantization.update(accuracy_change(converted.float_model, converted.model,
                                                           plan.quantization.eval_data, plan.data, progress))
-        result_report = _report(plan, converted, compiled, ran, started)
+        trust = _sign(plan, converted, compiled, stage, progress)
+        result_report = {**_report(plan, converted, compiled, ran, started), "trust": trust}
         report.write(stage, result_report)
     return BuildResult(plan.out_dir, result_report, cached=False)
 
@@ -262,6 +311,19 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
     return _Ran(validation, timing, profile)
 
 
+def _sign(plan: _Plan, converted: _Converted, compiled: CompileResult, stage: Path, progress: Progress) -> dict:
+    """provenance.json, then signature.json when there is a key; report.json's "trust" section."""
+    subjects = [{**f, "path": f"{BUNDLE}/{f['path']}"} for f in compiled.manifest["files"]]
+    signing.write_provenance(stage, signing.provenance(
+        converted.source.path.name, converted.source.sha256, plan.target.name, plan.target.sha256,
+        plan.backend.name, plan.options, plan.versions, subjects))
+    signer = None
+    if plan.signing_key is not None:
+        progress(f"signing the manifest and the provenance with {plan.signing_key}")
+        signer = signing.sign(stage, plan.signing_key)
+    return {"files": signing.trust_records(stage), "signer": signer}
+
+
 def _report(plan: _Plan, converted: _Converted, compiled: CompileResult, ran: _Ran, started: float) -> dict:
     """report.json's keys (docs/reports.md); each backend section sits under its own key."""
     source = converted.source
@@ -294,18 +356,18 @@ class AllBackendsFailed(EdgeyardError):
         self.attempts = attempts
 
 
-def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResult:
+def _build_first_that_works(opts: BuildOptions, progress: Progress, refuse_altered: bool) -> BuildResult:
     """--backend auto: build() with each of the target's backends in its order of preference until one imports,
     compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That
     build becomes the auto folder's (build/<target>/<stem>/auto/ or --out), and its report lists every backend
     tried with what stopped it ("attempts")."""
     target = target_of(opts)
-    plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
-    out_dir = build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out)
+    plans = [_plan(replace(opts, backend=name), progress) for name in target.backends]  # option mistakes fail here
+    out_dir = checked_out_dir(build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out))
     key = hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest()
-    hit = cache.cached_report(out_dir, key)
+    hit = _cached(out_dir, key, progress, refuse_altered)
     if hit is not None:
-        return BuildResult(out_dir, hit, cached=True)
+        return hit
     started = time.time()
     attempts, failures, chosen = [], [], None
     with staged_dir(out_dir) as stage:

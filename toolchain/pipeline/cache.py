@@ -11,8 +11,10 @@ import json
 from pathlib import Path
 
 from .. import __version__
-from ..bundle import file_problem
+from ..bundle import REPORT
+from ..errors import EdgeyardError
 from ..paths import FIRMWARE_DIR, PACKAGE_DIR, TEMPLATES_DIR
+from ..signing import check_build
 
 
 def _source_fingerprint() -> str:
@@ -39,14 +41,18 @@ def build_key(model_sha256: str, target_sha256: str, backend: str, options: dict
     return hashlib.sha256(json.dumps(material, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def cached_report(out_dir: Path, key: str) -> dict | None:
-    """The report of a finished build in out_dir made with `key`, if every artifact is still intact."""
+def cached_report(out_dir: Path, key: str) -> tuple[dict | None, str | None]:
+    """(the report of a finished build in out_dir made with `key`, None) when every file of it is intact
+    (signing.check_build); (None, why) when such a build is there but altered; (None, None) when there is
+    no such build."""
     try:
-        report = json.loads((out_dir / "report.json").read_text())
+        report = json.loads((out_dir / REPORT).read_text())
     except (OSError, ValueError):
-        return None
-    if report.get("cache_key") != key:
-        return None
-    if any(file_problem(out_dir, artifact) for artifact in report.get("artifacts", [])):
-        return None
-    return report
+        return None, None
+    if not isinstance(report, dict) or report.get("cache_key") != key:
+        return None, None
+    try:
+        check_build(out_dir)
+    except EdgeyardError as err:
+        return None, str(err)
+    return report, None

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import BadInput
-from ..model.data import eval_split
+from ..model.data import eval_split, load_npz
 from ..model.info import ModelInfo, TensorInfo
 from ..options import DEFAULT_SAMPLES
 
@@ -56,10 +56,7 @@ def make_inputs(model: ModelInfo, samples: int = DEFAULT_SAMPLES, dataset: Path 
     if dataset is None:
         rng = np.random.default_rng(seed)
         return Inputs([_random_tensor(rng, spec, samples) for spec in model.inputs], None, f"random (seed {seed})")
-    try:
-        data = np.load(dataset)
-    except (OSError, ValueError) as err:
-        raise BadInput(f"{dataset}: not a readable .npz dataset ({err}).") from None
+    data = load_npz(dataset)
     split = eval_split(data)
     if split is None:
         raise BadInput(f"{dataset}: has no 'x_test' or 'x' array.")

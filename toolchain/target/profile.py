@@ -15,6 +15,7 @@ from ..paths import TARGETS_DIR
 TVM_RUNTIMES = ("shared", "none")
 # default_backend "auto": the target's backends in order, the first that builds and validates the model.
 AUTO_BACKEND = "auto"
+TVM_KINDS = ("llvm", "cuda")  # what the tvm backend compiles for: a CPU through LLVM, an NVIDIA GPU
 
 # key -> (python type, required). Nested tables have their own schema.
 _SCHEMA: dict = {
@@ -125,6 +126,10 @@ def _check(data: dict, schema: dict, path: Path, prefix: str = "") -> None:
             _check(value, kind, path, f"{prefix}{key}.")
         elif not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise BadInput(f"{path}: '{prefix}{key}' must be of type {kind.__name__}, not {type(value).__name__}.")
+        elif kind is int and value < 0:  # sizes, clocks, addresses, counts
+            raise BadInput(f"{path}: '{prefix}{key}' must not be negative, not {value}.")
+        elif kind is list and not all(isinstance(item, str) for item in value):
+            raise BadInput(f"{path}: '{prefix}{key}' must be a list of strings, not {value}.")
 
 
 def _check_bare_metal(data: dict, path: Path) -> None:
@@ -150,6 +155,9 @@ def validate(data: dict, path: Path) -> dict:
     """`data` (a profile's tables) checked against the schema and the rules between keys; returns it with
     tvm_runtime's default filled in. Every problem is one BadInput naming `path`."""
     _check(data, _SCHEMA, path)
+    if data["tvm_target"].get("kind") not in TVM_KINDS:
+        raise BadInput(f"{path}: tvm_target.kind is {data['tvm_target'].get('kind')!r}; "
+                       f"use {' or '.join(repr(k) for k in TVM_KINDS)}.")
     if data["default_backend"] not in [*data["backends"], AUTO_BACKEND]:
         raise BadInput(f"{path}: default_backend '{data['default_backend']}' is not in backends {data['backends']} "
                        f"(or '{AUTO_BACKEND}').")
@@ -189,13 +197,25 @@ def target_names(targets_dir: Path = TARGETS_DIR) -> list[str]:
 
 def load_target(name: str, targets_dir: Path = TARGETS_DIR) -> Target:
     path = targets_dir / f"{name}.toml"
-    if not path.is_file():
+    if name not in target_names(targets_dir) or not path.is_file():  # a name, not a path out of targets/
         raise BadInput(f"unknown target '{name}'; known targets: {', '.join(target_names(targets_dir))}.")
     return load_target_file(path)
 
 
 def all_targets(targets_dir: Path = TARGETS_DIR) -> list[Target]:
     return [load_target(n, targets_dir) for n in target_names(targets_dir)]
+
+
+def loadable_targets(targets_dir: Path = TARGETS_DIR) -> list[Target]:
+    """The profiles that load: for facts gathered over every board (a backend's tool versions), where one
+    broken profile must not stop the builds of the others (it is refused when it is the one asked for)."""
+    targets = []
+    for name in target_names(targets_dir):
+        try:
+            targets.append(load_target(name, targets_dir))
+        except BadInput:
+            continue
+    return targets
 
 
 def target_table(targets_dir: Path = TARGETS_DIR) -> str:

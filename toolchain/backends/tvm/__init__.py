@@ -15,7 +15,7 @@ from functools import lru_cache
 from ... import proc
 from ...hostenv import tvm_runtimes
 from ...model.info import ModelInfo
-from ...target.profile import all_targets
+from ...target.profile import loadable_targets
 from .. import register
 from ..base import BackendCaps, CompileRequest, CompileResult
 
@@ -51,7 +51,7 @@ class TvmBackend:
 
     def versions(self) -> dict[str, str]:
         versions = {**tvm_runtimes.installed_versions(), **_compiler_versions()}
-        if any("tvm" in t.backends and t.tvm_target.get("kind") == "cuda" for t in all_targets()):
+        if any("tvm" in t.backends and t.tvm_target.get("kind") == "cuda" for t in loadable_targets()):
             from .cuda import toolkit_version  # the device code is the CUDA toolkit's
 
             versions["cuda-toolkit"] = toolkit_version()
@@ -62,7 +62,7 @@ class TvmBackend:
 def _compiler_versions() -> dict[str, str]:
     """Versions of the installed compiler of every target this backend serves (versions() has no target)."""
     compilers = {}
-    for target in all_targets():
+    for target in loadable_targets():
         if "tvm" in target.backends:
             name = f"{target.cross_prefix}{'gcc' if target.tvm_runtime == 'none' else 'g++'}"
             path = shutil.which(name)

@@ -38,7 +38,7 @@ from ...errors import BadInput, BuildError, MissingTool, output_tail, reason
 from ...hostenv import cross, tvm_runtimes
 from ...paths import cache_dir
 from ..base import CompileRequest, CompileResult, Progress, ReportSection
-from .frontend import imported_module
+from .frontend import imported_module, tvm_target_of
 from .shared_runtime import MODEL_LIBRARY, RUNNER, compile_runner
 
 CUDA_RUNTIME_LIBRARY = "libtvm_runtime_cuda.so"
@@ -271,7 +271,7 @@ def compile_for_gpu(request: CompileRequest) -> CompileResult:
     ir_module = imported_module(model, request.progress)
 
     request.progress(f"compiling {model.path.name} with TVM and {toolkit.label} nvcc for {arch}")
-    tvm_target = tvm.target.Target(target.tvm_target)
+    tvm_target = tvm_target_of(target)
     try:
         with tvm_target, _NvccFatbin(toolkit, arch):  # the CUDA codegen reads the architecture from the current target
             executable = tvm.compile(ir_module, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from ...errors import BadInput, BuildError, reason
 from ...model.info import ModelInfo
+from ...target.profile import Target
 
 # numpy dtype name -> (DLPack type code, bits): the tensor dtypes the runner can pass.
 DL_TYPES = {
@@ -150,3 +151,24 @@ def imported_module(model: ModelInfo, progress):
         raise BuildError(f"backend tvm cannot import {model.path.name}: {reason(err)}") from err
     _check_signature(ir_module, model)
     return ir_module
+
+
+def tvm_target_of(target: Target, settings: dict | None = None):
+    """tvm.target.Target for the profile's tvm_target (or `settings` in its place), refused with the profile
+    named when TVM does not take it or LLVM does not know its CPU (LLVM would quietly tune for a generic one)."""
+    import tvm
+    from tvm.target import codegen
+
+    settings = target.tvm_target if settings is None else settings
+    try:
+        tvm_target = tvm.target.Target(settings)
+    except (ValueError, tvm.TVMError) as err:
+        raise BadInput(f"{target.path}: TVM does not take tvm_target {settings}: {reason(err)}.") from None
+    for llvm in (tvm_target, tvm_target.host):
+        if llvm is None or llvm.kind.name != "llvm" or "mcpu" not in llvm.attrs:
+            continue
+        triple = str(llvm.attrs.get("mtriple", "")) or codegen.llvm_get_system_triple()
+        if not codegen.llvm_is_valid_cpu(str(llvm.attrs["mcpu"]), triple):
+            raise BadInput(f"{target.path}: LLVM does not know the CPU tvm_target.mcpu = '{llvm.attrs['mcpu']}' "
+                           f"for {triple}.")
+    return tvm_target

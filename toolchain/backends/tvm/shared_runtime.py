@@ -20,7 +20,7 @@ from ...errors import BadInput, BuildError, reason
 from ...hostenv import cross, tvm_runtimes
 from ...model.info import TensorInfo
 from ..base import CompileRequest, CompileResult
-from .frontend import DL_TYPES, imported_module
+from .frontend import DL_TYPES, imported_module, tvm_target_of
 
 MODEL_LIBRARY = "model.so"
 RUNNER = "runner"
@@ -88,7 +88,7 @@ def compile_shared(request: CompileRequest) -> CompileResult:
     from tvm import relax
 
     request.progress(f"compiling {model.path.name} with TVM for {target.name}")
-    tvm_target = tvm.target.Target(target.tvm_target)
+    tvm_target = tvm_target_of(target)
     try:
         executable = tvm.compile(ir_module, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
     except Exception as err:

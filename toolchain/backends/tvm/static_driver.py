@@ -29,7 +29,7 @@ from ...model.info import ModelInfo
 from ...target.profile import Target
 from .._static_model import io_tensors, model_identifier
 from ..base import CompileRequest
-from .frontend import DL_TYPES, imported_module, static_signature
+from .frontend import DL_TYPES, imported_module, static_signature, tvm_target_of
 
 SOURCES = "src"
 
@@ -378,7 +378,7 @@ def _build_kernels(kernels, target: Target, route: str, out_path: Path) -> tuple
     import tvm
     import tvm_ffi
 
-    tvm_target = tvm.target.Target({"kind": "c"} if route == "c" else target.tvm_target)
+    tvm_target = tvm_target_of(target, {"kind": "c"} if route == "c" else None)
     alloc_workspace = tvm.ir.Op.get("tirx.TVMBackendAllocWorkspace")
     try:
         # tvm.tirx.build's steps, split so the lowered kernels can be read before code generation.

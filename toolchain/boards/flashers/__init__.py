@@ -3,8 +3,8 @@ or through any GDB server (gdb).
 
 Each module here registers one flasher: the program it runs, the hint for installing it, what it
 checks after writing (caps), and its plan: the command lines (and a script they read), built from the
-target file's [flash] table and the image. flash() checks the whole build against its manifest
-(bundle.verify) before anything connects to a board; a dry run returns the plan and runs nothing.
+target file's [flash] table and the image. flash() checks the whole build, its signature included
+(signing.check_build), before anything connects to a board; a dry run returns the plan and runs nothing.
 """
 
 import tempfile
@@ -14,9 +14,10 @@ from typing import Protocol
 
 from ... import proc
 from ...atomic import atomic_write
-from ...bundle import BUNDLE, MANIFEST, verify
+from ...bundle import BUNDLE, MANIFEST
 from ...errors import BadInput
 from ...registry import Registry
+from ...signing import check_build
 from ...target.profile import Target, load_target
 from ..address import host_port
 
@@ -94,10 +95,11 @@ def _flasher(target: Target, probe: str | None, image: str, gdb_server: str | No
 
 
 def flash(target_name: str, out_dir: Path, probe: str | None = None, dry_run: bool = False, image: str = "board",
-          gdb_server: str | None = None) -> FlashPlan:
+          gdb_server: str | None = None, allow_unsigned: bool = False) -> FlashPlan:
     """Write the firmware built in out_dir with `probe` (default: the target's), `image` "board" (the
     board's memory map) or "emulator" (through a GDB server only); return the plan that ran (its
-    commands, script, and what they verified), or, when dry_run, the plan without running it."""
+    commands, script, and what they verified), or, when dry_run, the plan without running it. The build
+    must pass signing.check_build first (signed, unless allow_unsigned)."""
     target = load_target(target_name)
     flasher = _flasher(target, probe, image, gdb_server)
     server = host_port(gdb_server, "--gdb-server", "a GDB server") if gdb_server is not None else None
@@ -106,7 +108,8 @@ def flash(target_name: str, out_dir: Path, probe: str | None = None, dry_run: bo
     bundle_dir = Path(out_dir) / BUNDLE
     if not (bundle_dir / MANIFEST).is_file():
         raise BadInput(f"{out_dir} holds no build (no {BUNDLE}/{MANIFEST}); run invoke build first.")
-    manifest = verify(bundle_dir)  # the whole build, before anything connects to a board
+    # The whole build, signature included, before anything connects to a board.
+    manifest = check_build(Path(out_dir), require_signed=not allow_unsigned).manifest
     if manifest["target"] != target.name or "firmware" not in manifest:
         raise BadInput(f"{out_dir} holds a build for {manifest['target']}, not firmware for {target.name}.")
     images = manifest["firmware"]["images"]
