@@ -163,12 +163,13 @@ class _Ran:
 def build(opts: BuildOptions, progress: Progress = quiet) -> BuildResult:
     """plan -> ingest and convert -> compile -> run and validate -> measure -> report, staged so that a
     failure leaves nothing behind and an older good build stays untouched."""
-    if opts.backend == AUTO:
-        return _build_first_that_works(opts, progress)
-    plan = _plan(opts)
-    hit = cache.cached_report(plan.out_dir, plan.key)
+    out_dir, key, plans = _folder_and_key(opts)
+    hit = cache.cached_report(out_dir, key)
     if hit is not None:
-        return BuildResult(plan.out_dir, hit, cached=True)
+        return BuildResult(out_dir, hit, cached=True)
+    if opts.backend == AUTO:
+        return _build_first_that_works(opts, out_dir, key, plans[0].model_path, progress)
+    plan = plans[0]
     started = time.time()
     with staged_dir(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
         converted = _convert(plan, opts, Path(workdir), progress)
@@ -268,18 +269,33 @@ class AllBackendsFailed(EdgeyardError):
         self.attempts = attempts
 
 
-def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResult:
+def _folder_and_key(opts: BuildOptions) -> tuple[Path, str, list[_Plan]]:
+    """The build folder, the cache key and the plans of a build (--backend auto: one plan per backend of the
+    target, so that option mistakes fail here, once); imports no heavy library."""
+    if opts.backend != AUTO:
+        plan = _plan(opts)
+        return plan.out_dir, plan.key, [plan]
+    target = target_of(opts)
+    plans = [_plan(replace(opts, backend=name)) for name in target.backends]
+    out_dir = build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out)
+    return out_dir, hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest(), plans
+
+
+def cached_build(opts: BuildOptions) -> BuildResult | None:
+    """The build `opts` asks for when its folder already holds it, intact (a cache hit); else None. Cheap: it
+    imports no heavy library, so a client can keep cached builds off a cluster."""
+    out_dir, key, _ = _folder_and_key(opts)
+    hit = cache.cached_report(out_dir, key)
+    return None if hit is None else BuildResult(out_dir, hit, cached=True)
+
+
+def _build_first_that_works(opts: BuildOptions, out_dir: Path, key: str, model_path: Path,
+                            progress: Progress) -> BuildResult:
     """--backend auto: build() with each of the target's backends in its order of preference until one imports,
     compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That
     build becomes the auto folder's (build/<target>/<stem>/auto/ or --out), and its report lists every backend
     tried with what stopped it ("attempts")."""
     target = target_of(opts)
-    plans = [_plan(replace(opts, backend=name)) for name in target.backends]  # option mistakes fail here, once
-    out_dir = build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out)
-    key = hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest()
-    hit = cache.cached_report(out_dir, key)
-    if hit is not None:
-        return BuildResult(out_dir, hit, cached=True)
     started = time.time()
     attempts, failures, chosen = [], [], None
     with staged_dir(out_dir) as stage:
@@ -305,7 +321,7 @@ def _build_first_that_works(opts: BuildOptions, progress: Progress) -> BuildResu
             report.write(stage, chosen)
             break
         if chosen is None:
-            raise _all_failed(target.name, plans[0].model_path, attempts, failures)
+            raise _all_failed(target.name, model_path, attempts, failures)
     return BuildResult(out_dir, chosen, cached=False)
 
 
