@@ -108,7 +108,7 @@ def _on_dask(jobs: list[Job], scheduler: str, retries: int, progress: Progress) 
     except ImportError:
         raise MissingTool("Dask distributed", DASK_HINT) from None
     try:
-        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+        client = Client(scheduler, timeout=CONNECT_TIMEOUT_S)
     except (OSError, TimeoutError, ValueError) as err:
         raise BadInput(f"cannot reach the Dask scheduler at {scheduler}: {reason(err)}.") from None
     with client:
