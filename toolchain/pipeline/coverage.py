@@ -69,6 +69,9 @@ def plan(models: Path | None, targets: list[str], backend_names: list[str]) -> l
         raise BadInput("--targets names no target; give e.g. --targets host,rpi4.")
     if not backend_names:
         raise BadInput("--backends names no backend; give e.g. --backends auto.")
+    for names, option in ((targets, "--targets"), (backend_names, "--backends")):
+        if len(set(names)) < len(names):
+            raise BadInput(f"{option} names {', '.join(sorted({n for n in names if names.count(n) > 1}))} twice.")
     profiles = [load_target(name) for name in targets]  # an unknown target fails before the first build
     for name in backend_names:
         if name != AUTO:
