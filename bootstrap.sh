@@ -36,7 +36,7 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing edgeyard and its dependencies into .venv (TensorFlow, TVM, LiteRT, ONNX Runtime: a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev]'
+  .venv/bin/python -m pip install -q -e '.[dev,scaleout]'
   echo "$want" > "$stamp"
 else
   say ".venv is up to date with pyproject.toml"

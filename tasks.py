@@ -212,23 +212,87 @@ def verify(c, out, key=None, debug=False):
     _show(f"{out}: intact, {trust.files} files checked, signed by key {trust.signer}")
 
 
-@task(help={"models": "folder of models: .keras/.h5, .tflite and .onnx files, SavedModel folders (others are skipped)",
-            "targets": "comma-separated target profiles (default: host)",
-            "backend": "auto (default) or one backend for every build",
-            "out": "folder for the builds and coverage.json/.md (default: build/coverage/)",
-            "samples": HELP["samples"], "debug": HELP["debug"]})
-def coverage(c, models, targets="host", backend="auto", out=None, samples=32, debug=False):
+SCALE_HELP = {
+    "jobs": "builds at once on this machine, in separate processes (default: its cores)",
+    "scheduler": "run the builds as tasks on a Dask cluster instead: its scheduler, tcp://HOST:PORT "
+                 "(workers declare --resources qemu=1 / cuda=1 for the targets that need them)",
+}
+MATRIX_HELP = {
+    "models": "folder of models: .keras/.h5, .tflite and .onnx files, SavedModel folders (others are skipped)",
+    "targets": "comma-separated target profiles (default: host)",
+    "samples": HELP["samples"], "debug": HELP["debug"],
+}
+
+
+def _exit_if_failed(result: dict) -> None:
+    if result["failed"]:
+        raise Exit(f"error: {result['failed']} of {result['builds']} builds failed; "
+                   f"see {result['out_dir']}/coverage.md", code=1)
+
+
+@task(help={**MATRIX_HELP, **SCALE_HELP, "backend": "auto (default) or one backend for every build",
+            "out": "folder for the builds and coverage.json/.md (default: build/coverage/)"})
+def coverage(c, models, targets="host", backend="auto", out=None, samples=32, jobs=0, scheduler=None, debug=False):
     """Build every model in a folder for every target; print the matrix, write coverage.json and coverage.md."""
     from pathlib import Path
 
     from toolchain.pipeline.coverage import matrix_text, run_coverage
 
     result = _finish(lambda: run_coverage(Path(models), options.parse_names(targets), backend,
-                                          Path(out) if out else None, samples, console.ProgressPrinter()), debug)
+                                          Path(out) if out else None, samples, console.ProgressPrinter(),
+                                          options.scheduler_address(scheduler), jobs or None), debug)
     print(matrix_text(result))
-    if result["failed"]:
-        raise Exit(f"error: {result['failed']} of {result['builds']} builds failed; "
-                   f"see {result['out_dir']}/coverage.md", code=1)
+    _exit_if_failed(result)
+
+
+@task(help={**MATRIX_HELP, **SCALE_HELP,
+            "models": MATRIX_HELP["models"] + " (default: the embedded default model)",
+            "plan": "print the matrix as JSON for GitHub Actions' fromJSON: shards, each with its entries "
+                    "(model, target, backend)",
+            "shards": "--plan: how many shards (default 1)",
+            "shard": "build the i-th of N shares of the plan, i/N (the same --models/--targets/--backends as the plan)",
+            "merge": "merge shard folders (or a folder of them) into one coverage table (repeatable)",
+            "backends": "comma-separated backends, or auto (default): each target's first that validates",
+            "out": "--shard: folder for its builds and matrix-shard.json; --merge: for coverage.json/.md "
+                   "(default: build/matrix/)",
+            "baseline": "--merge: an earlier merged coverage.json to compare flash and RAM with",
+            "max_growth": "--merge --baseline: growth a cell's flash or RAM may show, e.g. 5% (default) or 0.05"},
+      iterable=["merge"])
+def matrix(c, plan=False, shards=1, shard=None, merge=None, models=None, targets="host", backends="auto", out=None,
+           samples=32, jobs=0, scheduler=None, baseline=None, max_growth="5%", debug=False):
+    """The coverage matrix for CI: --plan (JSON), --shard i/N (build a share), --merge DIR (one table)."""
+    import json
+    from pathlib import Path
+
+    from toolchain.pipeline import matrix as engine
+    from toolchain.pipeline.coverage import matrix_text, plan as plan_entries
+
+    if [bool(plan), bool(shard), bool(merge)].count(True) != 1:
+        raise Exit("error: give exactly one of --plan, --shard i/N and --merge DIR.", code=2)
+    models_dir = Path(models) if models else None
+    if plan:
+        entries = _finish(lambda: plan_entries(models_dir, options.parse_names(targets),
+                                               options.parse_names(backends)), debug)
+        print(json.dumps(_finish(lambda: engine.plan_json(entries, shards), debug)))
+        return
+    if shard:
+        result = _finish(lambda: engine.run_shard(
+            models_dir, options.parse_names(targets), options.parse_names(backends), options.parse_shard(shard),
+            Path(out) if out else None, samples, options.scheduler_address(scheduler), jobs or None,
+            console.ProgressPrinter()), debug)
+    else:
+        result = _finish(lambda: engine.merge([Path(folder) for folder in merge], Path(out) if out else None,
+                                              Path(baseline) if baseline else None,
+                                              options.parse_growth(max_growth)), debug)
+    print(matrix_text(result))
+    check = result.get("size_check")
+    if check:
+        print(engine.size_check_text(check))
+    _exit_if_failed(result)
+    if check and check["regressions"]:
+        raise Exit(f"error: {check['regressions']} flash/RAM figures grew by more than "
+                   f"{check['max_growth']:.1%} against {check['baseline']}; see {result['out_dir']}/coverage.md",
+                   code=1)
 
 
 @task(help={"target": "a microcontroller target profile (default nucleo-l4r5zi, MLPerf Tiny's reference board)",

@@ -72,6 +72,37 @@ def parse_names(text: str) -> list[str]:
     return [name.strip() for name in text.split(",") if name.strip()]
 
 
+def parse_shard(text: str) -> tuple[int, int]:
+    """'2/4' -> (2, 4): --shard, the i-th of N shares of a matrix."""
+    index, _, count = text.partition("/")
+    if not (index.strip().isdigit() and count.strip().isdigit()) or not 1 <= int(index) <= int(count):
+        raise BadInput(f"--shard '{text}' is not i/N with 1 <= i <= N, e.g. 2/4.")
+    return int(index), int(count)
+
+
+def parse_growth(text: str) -> float:
+    """'5%' or '0.05' -> 0.05: --max-growth, the size growth a matrix cell may show against its baseline."""
+    number = text.strip().removesuffix("%")
+    try:
+        growth = float(number) / (100 if text.strip().endswith("%") else 1)
+    except ValueError:
+        growth = -1.0
+    if not 0 <= growth < float("inf"):
+        raise BadInput(f"--max-growth '{text}' is not a growth such as 5% or 0.05.")
+    return growth
+
+
+def scheduler_address(text: str | None) -> str | None:
+    """--scheduler: a Dask scheduler's address, tcp://HOST:PORT (tls:// and ws:// too)."""
+    if text is None:
+        return None
+    scheme, _, place = text.partition("://")
+    host, _, port = place.rpartition(":")
+    if not scheme.isalpha() or not host or "/" in host or not port.isdigit():
+        raise BadInput(f"--scheduler '{text}' is not a Dask scheduler address such as tcp://HOST:PORT.")
+    return text
+
+
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
                   layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""

@@ -201,9 +201,37 @@ def build(opts: BuildOptions, progress: Progress = quiet, refuse_altered: bool =
     A finished build of the same inputs is reused once signing.check_build passes; one with an altered
     file is rebuilt, saying so, or with refuse_altered (bench, deploy: about to run or ship it) refused."""
     with scratch_dir():
-        if (opts.backend or target_of(opts).default_backend) == AUTO:
-            return _build_first_that_works(opts, progress, refuse_altered)
-        return _build_one(opts, progress, refuse_altered)
+        out_dir, key, plans = _folder_and_key(opts, progress)
+        hit = _cached(out_dir, key, progress, refuse_altered)
+        if hit is not None:
+            return hit
+        if _is_auto(opts):
+            return _build_first_that_works(opts, out_dir, key, plans[0].model_path, progress)
+        return _build_one(opts, plans[0], progress)
+
+
+def _is_auto(opts: BuildOptions) -> bool:
+    return (opts.backend or target_of(opts).default_backend) == AUTO
+
+
+def _folder_and_key(opts: BuildOptions, progress: Progress = quiet) -> tuple[Path, str, list[_Plan]]:
+    """The build folder, the cache key and the plans of a build (--backend auto: one plan per backend of the
+    target, so that option mistakes fail here, once); imports no heavy library."""
+    if not _is_auto(opts):
+        plan = _plan(opts, progress)
+        return plan.out_dir, plan.key, [plan]
+    target = target_of(opts)
+    plans = [_plan(replace(opts, backend=name), progress) for name in target.backends]
+    out_dir = checked_out_dir(build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out))
+    return out_dir, hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest(), plans
+
+
+def cached_build(opts: BuildOptions) -> BuildResult | None:
+    """The build `opts` asks for when its folder already holds it, intact (a cache hit); else None. Cheap: it
+    imports no heavy library, so a client can keep cached builds off a cluster."""
+    out_dir, key, _ = _folder_and_key(opts)
+    hit, _ = cache.cached_report(out_dir, key)
+    return None if hit is None else BuildResult(out_dir, hit, cached=True)
 
 
 def _cached(out_dir: Path, key: str, progress: Progress, refuse_altered: bool) -> BuildResult | None:
@@ -215,11 +243,7 @@ def _cached(out_dir: Path, key: str, progress: Progress, refuse_altered: bool) -
     return BuildResult(out_dir, hit, cached=True) if hit is not None else None
 
 
-def _build_one(opts: BuildOptions, progress: Progress, refuse_altered: bool) -> BuildResult:
-    plan = _plan(opts, progress)
-    hit = _cached(plan.out_dir, plan.key, progress, refuse_altered)
-    if hit is not None:
-        return hit
+def _build_one(opts: BuildOptions, plan: _Plan, progress: Progress) -> BuildResult:
     started = time.time()
     with staged_dir(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
         converted = _convert(plan, opts, Path(workdir), progress)
@@ -356,18 +380,13 @@ class AllBackendsFailed(EdgeyardError):
         self.attempts = attempts
 
 
-def _build_first_that_works(opts: BuildOptions, progress: Progress, refuse_altered: bool) -> BuildResult:
+def _build_first_that_works(opts: BuildOptions, out_dir: Path, key: str, model_path: Path,
+                            progress: Progress) -> BuildResult:
     """--backend auto: build() with each of the target's backends in its order of preference until one imports,
     compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That
     build becomes the auto folder's (build/<target>/<stem>/auto/ or --out), and its report lists every backend
     tried with what stopped it ("attempts")."""
     target = target_of(opts)
-    plans = [_plan(replace(opts, backend=name), progress) for name in target.backends]  # option mistakes fail here
-    out_dir = checked_out_dir(build_dir_for(target.name, str(plans[0].model_path), AUTO, opts.out))
-    key = hashlib.sha256(" ".join([AUTO, *(plan.key for plan in plans)]).encode()).hexdigest()
-    hit = _cached(out_dir, key, progress, refuse_altered)
-    if hit is not None:
-        return hit
     started = time.time()
     attempts, failures, chosen = [], [], None
     with staged_dir(out_dir) as stage:
@@ -393,7 +412,7 @@ def _build_first_that_works(opts: BuildOptions, progress: Progress, refuse_alter
             report.write(stage, chosen)
             break
         if chosen is None:
-            raise _all_failed(target.name, plans[0].model_path, attempts, failures)
+            raise _all_failed(target.name, model_path, attempts, failures)
     return BuildResult(out_dir, chosen, cached=False)
 
 

@@ -69,6 +69,9 @@ class RunnerCaps:
     counts_instructions: bool = False  # count_instructions(): instructions per inference, the same run after run
     emulated: bool = False  # its wall time comes from an emulator, not the device
     timing_note: str | None = None  # what its latency figures are, when not time measured on the device
+    # What a machine needs to run it, as a Dask worker resource (`dask worker --resources qemu=1`): a
+    # scaled-out build for a target with this runner lands only on a worker that declares it.
+    resource: str | None = None
 
     @property
     def latency_note(self) -> str | None:

@@ -41,7 +41,7 @@ def _compute_capability() -> tuple[int, int] | str:
 
 class CudaRunner(HostRunner):
     name = "cuda"
-    caps = RunnerCaps()
+    caps = RunnerCaps(resource="cuda")
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         reason = super().unavailable_reason(target, entry)

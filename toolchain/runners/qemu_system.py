@@ -40,7 +40,7 @@ MARKERS = ("edgeyard_inferences_begin", "edgeyard_inferences_end")
 class QemuSystemRunner(Runner):
     name = "qemu-system"
     # Under -icount the firmware's SysTick counts instructions; timings_ns converts them at the board's clock.
-    caps = RunnerCaps(counts_instructions=True, emulated=True,
+    caps = RunnerCaps(counts_instructions=True, emulated=True, resource="qemu",
                       timing_note="estimate: instructions at the board's clock, one per cycle; not measured time")
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:

@@ -56,7 +56,7 @@ def _with_root(emulator: list[str], root: Path) -> list[str]:
 
 class QemuUserRunner(Runner):
     name = "qemu-user"
-    caps = RunnerCaps(counts_instructions=True, emulated=True)
+    caps = RunnerCaps(counts_instructions=True, emulated=True, resource="qemu")
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if not target.emulator:
