@@ -247,20 +247,21 @@ HOSTILE = ["count", "bytes", "COUNT", "int", "__x", "9lives", "a-b", "a b", "ün
 
 
 def test_tensor_names_never_redefine_the_headers_macros():
-    from toolchain.backends.tvm.static_driver import _IO_MACRO_SUFFIXES, _io_tensors
+    from toolchain.backends._static_model import _IO_MACRO_SUFFIXES, io_tensors
     from toolchain.model.info import TensorInfo
 
-    described, _ = _io_tensors([TensorInfo(name, (1, 2), "float32") for name in HOSTILE])
+    described, _ = io_tensors([TensorInfo(name, (1, 2), "float32") for name in HOSTILE], 8)
     macros = [t["macro"] for t in described]
     assert len(set(macros)) == len(macros) and not set(macros) & set(_IO_MACRO_SUFFIXES)
     assert all(m.replace("_", "a").isalnum() and m.isascii() and not m[0].isdigit() for m in macros)
 
 
-@pytest.mark.parametrize("stem", ["harness", "semihosting", "startup", "cycles", "driver", "kernels", "weights"])
+@pytest.mark.parametrize("stem", ["harness", "semihosting", "startup", "cycles", "markers", "driver", "kernels",
+                                  "weights", "ek_conv", "ek_kernels"])
 def test_model_named_like_a_source_gets_another_c_name(stem):
-    from toolchain.backends.tvm.static_driver import _SOURCE_STEMS, _model_identifier
+    from toolchain.backends._static_model import _SOURCE_STEMS, model_identifier
 
-    assert _model_identifier(stem) not in _SOURCE_STEMS
+    assert model_identifier(stem) not in _SOURCE_STEMS
 
 
 def test_terminal_and_markdown_text_escape_what_could_take_over():
