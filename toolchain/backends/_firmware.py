@@ -42,7 +42,9 @@ class ModelSources:
 
     name: str  # the model's C identifier: <name>.h, <name>_run()
     src: Path  # absolute
-    context: dict  # what its header was rendered with: weights_bytes, activations_bytes, arena_bytes, input/output_bytes
+    # What its header was rendered with: weights_bytes, activations_bytes, input/output_bytes, and
+    # working_bytes: all the RAM the model writes besides its inputs and outputs (activations, scratch).
+    context: dict
     # (work folder, gcc, the board's cpu flags) -> the model's object files, compiled in `work`
     compile_objects: Callable[[Path, Path, list[str]], list[Path]]
     firmware: dict = field(default_factory=dict)  # what the manifest's "firmware" says of the model
@@ -153,7 +155,7 @@ def _memory(image: Path, target: Target, context: dict) -> dict:
         "ram_capacity_bytes": target.memory["ram_bytes"],
         "weights_bytes": context["weights_bytes"],
         "activations_bytes": context["activations_bytes"],
-        "arena_bytes": context["arena_bytes"],
+        "arena_bytes": context["working_bytes"],  # the model's working memory, as TFLite Micro's arena is
         "stack_bytes": stack,
         "io_bytes": context["input_bytes"] + context["output_bytes"],
         "sections": {s["name"]: s["bytes"] for s in sections if s["flash"] or s["ram"]},

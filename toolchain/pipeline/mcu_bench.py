@@ -3,8 +3,8 @@
 Each (model, backend) is one build() (cached like any build), validated on the emulated board: the
 row takes its validation (max error in LSB), instructions per inference (counted by the emulator),
 estimated cycles (instructions by class weighted by the core's published timings: an estimate),
-the model's working memory (memory.arena_bytes plus memory.activations_bytes, the activations a
-backend keeps apart from its arena: tvm), flash and RAM from the report's memory section, TFLite Micro's minimum arena for the
+the model's working memory (memory.arena_bytes: activations and scratch, what TFLite Micro's arena
+holds besides its own bookkeeping), flash and RAM from the report's memory section, TFLite Micro's minimum arena for the
 same model measured in this run, and the best published MLPerf Tiny cycles on the reference board
 with the ratio to them. A backend that cannot build a model is a row with its reason; a backend
 that does not exist stops the run before any build. The table goes to <out>/mcu_bench.json and .md.
@@ -104,7 +104,7 @@ def _row(model: Path, backend: str, target: str, tflm_arena: int | None, options
     validation, bench, memory = result["validation"], result["bench"], result["memory"] or {}
     cycles = bench.get("estimated_cycles_per_inference")
     # The model's working memory: the arena, plus activations a backend keeps in static buffers of their own (tvm).
-    arena = memory["arena_bytes"] + (memory.get("activations_bytes") or 0) if "arena_bytes" in memory else None
+    arena = memory.get("arena_bytes")
     return {
         **row,
         "out_dir": str(built.out_dir),

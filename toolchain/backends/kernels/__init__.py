@@ -108,7 +108,7 @@ def generate_sources(request: CompileRequest) -> ModelSources:
     arena_bytes = max(plan.arena_bytes, ALIGNMENT)  # a C array cannot be empty
     context = {**common, "inputs": inputs, "outputs": outputs, "input_bytes": input_bytes,
                "output_bytes": output_bytes, "weights_bytes": sum(len(c.data) for c in constants),
-               "activations_bytes": plan.arena_bytes, "arena_bytes": arena_bytes}
+               "activations_bytes": plan.arena_bytes, "arena_bytes": arena_bytes, "working_bytes": arena_bytes}
     render("static_model.h.j2", src / f"{name}.h", **context, layer_count=len(calls))
     render("kernels_model.c.j2", src / f"{name}.c", **common, constants=constants, layers=layers, calls=calls,
            tensors=tensors)

@@ -441,7 +441,8 @@ def _render_sources(src: Path, name: str, model: ModelInfo, target: Target, rout
         **common, "inputs": inputs, "outputs": outputs, "input_bytes": input_bytes, "output_bytes": output_bytes,
         "weights_bytes": sum(w["bytes"] for w in weights),
         "activations_bytes": sum(s["bytes"] for s in plan.storages),
-        "arena_bytes": arena_bytes,
+        "arena_bytes": arena_bytes,  # the kernels' workspace
+        "working_bytes": sum(s["bytes"] for s in plan.storages) + arena_bytes,
     }
     render("static_model.h.j2", src / f"{name}.h", **context, layer_count=0)
     tensors = [{"shape": list(t.shape), "dl_code": DL_TYPES[t.dtype][0], "bits": DL_TYPES[t.dtype][1],
