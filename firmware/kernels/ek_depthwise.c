@@ -14,56 +14,61 @@ typedef struct {
   int32_t column_step; /* bytes from a tap to the next in a row */
 } strip_window;
 
-EK_INLINE void four_channels(const ek_depthwise_params *p, const strip_window *w, const int8_t *origin, int32_t c,
-                             int8_t *out, const ek_requant rq, const int flags) {
-  const int32_t in_c = p->in_c, k_w = p->k_w;
-  int32_t acc0 = p->interior_bias[c], acc1 = p->interior_bias[c + 1];
-  int32_t acc2 = p->interior_bias[c + 2], acc3 = p->interior_bias[c + 3];
-  const int8_t *k = p->weights + c;
-  for (int32_t ky = 0; ky < p->k_h; ky++) {
-    const int8_t *x = origin + ky * w->row_step + c;
-    for (int32_t kx = 0; kx < k_w; kx++, x += w->column_step, k += in_c) {
-      const uint32_t values = ek_load32(x), weights = ek_load32(k);
-      const uint32_t x_even = ek_sxtb16(values), x_odd = ek_sxtb16_ror8(values);
-      const uint32_t w_even = ek_sxtb16(weights), w_odd = ek_sxtb16_ror8(weights);
-      acc0 = ek_smlabb(x_even, w_even, acc0);
-      acc2 = ek_smlatt(x_even, w_even, acc2);
-      acc1 = ek_smlabb(x_odd, w_odd, acc1);
-      acc3 = ek_smlatt(x_odd, w_odd, acc3);
-    }
-  }
-  const int8_t v0 = ek_requant_output(rq, acc0, c, flags), v1 = ek_requant_output(rq, acc1, c + 1, flags);
-  const int8_t v2 = ek_requant_output(rq, acc2, c + 2, flags), v3 = ek_requant_output(rq, acc3, c + 3, flags);
+/* Four channels' accumulators. */
+typedef struct {
+  int32_t c0, c1, c2, c3;
+} four_sums;
+
+/* One tap of four channels: a word of input and one of weights expanded with SXTB16, one halfword
+ * multiply-accumulate per channel. */
+EK_INLINE void tap_four(four_sums *acc, uint32_t values, uint32_t weights) {
+  const uint32_t x_even = ek_sxtb16(values), x_odd = ek_sxtb16_ror8(values);
+  const uint32_t w_even = ek_sxtb16(weights), w_odd = ek_sxtb16_ror8(weights);
+  acc->c0 = ek_smlabb(x_even, w_even, acc->c0);
+  acc->c2 = ek_smlatt(x_even, w_even, acc->c2);
+  acc->c1 = ek_smlabb(x_odd, w_odd, acc->c1);
+  acc->c3 = ek_smlatt(x_odd, w_odd, acc->c3);
+}
+
+EK_INLINE four_sums start_four(const ek_depthwise_params *p, int32_t c) {
+  const four_sums acc = {p->interior_bias[c], p->interior_bias[c + 1], p->interior_bias[c + 2],
+                         p->interior_bias[c + 3]};
+  return acc;
+}
+
+/* The four outputs, all requantized before any store (an int8 store may alias the constants). */
+EK_INLINE void store_four(int8_t *out, int32_t c, const four_sums acc, const ek_requant rq, const int flags) {
+  const int8_t v0 = ek_requant_output(rq, acc.c0, c, flags), v1 = ek_requant_output(rq, acc.c1, c + 1, flags);
+  const int8_t v2 = ek_requant_output(rq, acc.c2, c + 2, flags), v3 = ek_requant_output(rq, acc.c3, c + 3, flags);
   out[c] = v0;
   out[c + 1] = v1;
   out[c + 2] = v2;
   out[c + 3] = v3;
 }
 
+EK_INLINE void four_channels(const ek_depthwise_params *p, const strip_window *w, const int8_t *origin, int32_t c,
+                             int8_t *out, const ek_requant rq, const int flags) {
+  const int32_t in_c = p->in_c, k_w = p->k_w;
+  four_sums acc = start_four(p, c);
+  const int8_t *k = p->weights + c;
+  for (int32_t ky = 0; ky < p->k_h; ky++) {
+    const int8_t *x = origin + ky * w->row_step + c;
+    for (int32_t kx = 0; kx < k_w; kx++, x += w->column_step, k += in_c) tap_four(&acc, ek_load32(x), ek_load32(k));
+  }
+  store_four(out, c, acc, rq, flags);
+}
+
 /* The same for a 3x3 window without dilation, its nine taps unrolled. */
 EK_INLINE void four_channels_3x3(const ek_depthwise_params *p, const strip_window *w, const int8_t *origin, int32_t c,
                                  int8_t *out, const ek_requant rq, const int flags) {
   const int32_t in_c = p->in_c, row_step = w->row_step;
-  int32_t acc0 = p->interior_bias[c], acc1 = p->interior_bias[c + 1];
-  int32_t acc2 = p->interior_bias[c + 2], acc3 = p->interior_bias[c + 3];
+  four_sums acc = start_four(p, c);
   const int8_t *x = origin + c, *k = p->weights + c;
 #pragma GCC unroll 9
   for (int32_t tap = 0; tap < 9; tap++) {
-    const uint32_t values = ek_load32(x + (tap / 3) * row_step + (tap % 3) * in_c);
-    const uint32_t weights = ek_load32(k + tap * in_c);
-    const uint32_t x_even = ek_sxtb16(values), x_odd = ek_sxtb16_ror8(values);
-    const uint32_t w_even = ek_sxtb16(weights), w_odd = ek_sxtb16_ror8(weights);
-    acc0 = ek_smlabb(x_even, w_even, acc0);
-    acc2 = ek_smlatt(x_even, w_even, acc2);
-    acc1 = ek_smlabb(x_odd, w_odd, acc1);
-    acc3 = ek_smlatt(x_odd, w_odd, acc3);
+    tap_four(&acc, ek_load32(x + (tap / 3) * row_step + (tap % 3) * in_c), ek_load32(k + tap * in_c));
   }
-  const int8_t v0 = ek_requant_output(rq, acc0, c, flags), v1 = ek_requant_output(rq, acc1, c + 1, flags);
-  const int8_t v2 = ek_requant_output(rq, acc2, c + 2, flags), v3 = ek_requant_output(rq, acc3, c + 3, flags);
-  out[c] = v0;
-  out[c + 1] = v1;
-  out[c + 2] = v2;
-  out[c + 3] = v3;
+  store_four(out, c, acc, rq, flags);
 }
 
 /* Any depth multiplier, one output channel at a time. */

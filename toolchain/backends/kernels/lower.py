@@ -202,19 +202,24 @@ def _gemm_layer(graph: Graph, operator: Operator, params: dict, rows: np.ndarray
                   scratch_bytes=4 * -(-depth // 4) * 4, macs=macs)
 
 
-def conv_2d(graph: Graph, operator: Operator) -> Layer:
+def _windowed_params(graph: Graph, operator: Operator, k_h: int, k_w: int) -> dict:
+    """A CONV_2D's or DEPTHWISE_CONV_2D's geometry from its tensors and options."""
     input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
-    weights = _weights(graph, operator)
     _int8(graph, operator, input_t, output)
     options = operator.options
+    return _conv_params(_nhwc(graph, operator, input_t), _nhwc(graph, operator, output), (k_h, k_w),
+                        (options.StrideH(), options.StrideW()), (options.DilationHFactor(), options.DilationWFactor()),
+                        options.Padding() == Padding.SAME, -input_t.zero_point)
+
+
+def conv_2d(graph: Graph, operator: Operator) -> Layer:
+    weights = _weights(graph, operator)
     out_c, k_h, k_w, w_in_c = weights.shape
-    in_hwc, out_hwc = _nhwc(graph, operator, input_t), _nhwc(graph, operator, output)
-    if w_in_c != in_hwc[2]:
+    params = _windowed_params(graph, operator, k_h, k_w)
+    if w_in_c != params["in_c"]:
         raise _fail(graph, operator, "is a grouped convolution")
-    params = _conv_params(in_hwc, out_hwc, (k_h, k_w), (options.StrideH(), options.StrideW()),
-                          (options.DilationHFactor(), options.DilationWFactor()),
-                          options.Padding() == Padding.SAME, -input_t.zero_point)
-    return _gemm_layer(graph, operator, params, weights.data.reshape(out_c, -1), options.FusedActivationFunction())
+    return _gemm_layer(graph, operator, params, weights.data.reshape(out_c, -1),
+                       operator.options.FusedActivationFunction())
 
 
 def fully_connected(graph: Graph, operator: Operator) -> Layer:
@@ -230,14 +235,10 @@ def fully_connected(graph: Graph, operator: Operator) -> Layer:
 def depthwise_conv_2d(graph: Graph, operator: Operator) -> Layer:
     input_t, output = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
     weights = _weights(graph, operator)
-    _int8(graph, operator, input_t, output)
     options = operator.options
     _, k_h, k_w, out_c = weights.shape
-    in_hwc, out_hwc = _nhwc(graph, operator, input_t), _nhwc(graph, operator, output)
-    params = _conv_params(in_hwc, out_hwc, (k_h, k_w), (options.StrideH(), options.StrideW()),
-                          (options.DilationHFactor(), options.DilationWFactor()),
-                          options.Padding() == Padding.SAME, -input_t.zero_point)
-    params["depth_multiplier"] = out_c // in_hwc[2]
+    params = _windowed_params(graph, operator, k_h, k_w)
+    params["depth_multiplier"] = out_c // params["in_c"]
     taps = weights.data.reshape(k_h * k_w, out_c).astype(np.int64)
     bias = _bias(graph, operator, out_c)
     requant, constants = _requantization(graph, operator, input_t, weights, bias, output,
@@ -251,8 +252,10 @@ def depthwise_conv_2d(graph: Graph, operator: Operator) -> Layer:
                   constants=[packed, interior, *constants],
                   args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True), Arg("tensor", operator.outputs[0]),
                         Arg("scratch")],
-                  scratch_bytes=k_h * ((out_hwc[1] - 1) * params["stride_w"] + (k_w - 1) * params["dil_w"] + 1) * in_hwc[2],
-                  macs=out_hwc[0] * out_hwc[1] * out_c * k_h * k_w)
+                  # EK_DEPTHWISE_SCRATCH_BYTES: k_h input rows as wide as one output row's windows
+                  scratch_bytes=k_h * ((params["out_w"] - 1) * params["stride_w"] + (k_w - 1) * params["dil_w"] + 1)
+                  * params["in_c"],
+                  macs=params["out_h"] * params["out_w"] * out_c * k_h * k_w)
 
 
 def _pool(graph: Graph, operator: Operator, kernel: str) -> Layer:
