@@ -92,6 +92,22 @@ def tiny_onnx(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def signed_builds(tmp_path_factory) -> Path:
+    """Builds made while a module runs are signed by a key its deploys and flashes trust: the key's path is
+    $EDGEYARD_SIGNING_KEY until the module ends (deploy and flash refuse unsigned builds)."""
+    from toolchain import signing
+
+    key, _ = signing.keygen(tmp_path_factory.mktemp("signing") / "key.pem")
+    previous = os.environ.get(signing.KEY_ENV)
+    os.environ[signing.KEY_ENV] = str(key)
+    yield key
+    if previous is None:
+        os.environ.pop(signing.KEY_ENV)
+    else:
+        os.environ[signing.KEY_ENV] = previous
+
+
 @pytest.fixture(scope="session")
 def aarch64_runtime():
     """The aarch64 TVM runtime libraries bootstrap.sh fetches; skip when they cannot be had."""

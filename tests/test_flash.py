@@ -172,27 +172,20 @@ def test_server_addresses_that_are_accepted(built):
 
 
 @pytest.fixture(scope="module")
-def firmware(tiny_tflite, tmp_path_factory):
+def firmware(tiny_tflite, tmp_path_factory, signed_builds):
     """firmware(target): the build folder of a real firmware build for the target (built once per module),
-    signed by a key this module's flashes trust ($EDGEYARD_SIGNING_KEY while the module runs)."""
+    signed by the key this module's flashes trust."""
     from toolchain.pipeline.build import BuildOptions, build
 
-    key, _ = signing.keygen(tmp_path_factory.mktemp("key") / "key.pem")
-    previous = os.environ.get(signing.KEY_ENV)
-    os.environ[signing.KEY_ENV] = str(key)
     outs = {}
 
     def built_for(target: str) -> Path:
         if target not in outs:
             outs[target] = tmp_path_factory.mktemp(target) / "out"
-            build(BuildOptions(target=target, model=tiny_tflite, backend="tvm", out=outs[target], signing_key=key))
+            build(BuildOptions(target=target, model=tiny_tflite, backend="tvm", out=outs[target]))
         return outs[target]
 
-    yield built_for
-    if previous is None:
-        os.environ.pop(signing.KEY_ENV)
-    else:
-        os.environ[signing.KEY_ENV] = previous
+    return built_for
 
 
 def test_a_real_build_for_the_board_flashes(firmware):

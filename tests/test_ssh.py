@@ -82,6 +82,9 @@ def _sshd() -> str:
     pytest.fail("sshd is not installed: apt-get install openssh-server, or run ./bootstrap.sh")
 
 
+# Deploy refuses unsigned builds: every build of this module is signed by a key it trusts.
+pytestmark = pytest.mark.usefixtures("signed_builds")
+
 @pytest.fixture(scope="module")
 def board(tmp_path_factory):
     root = tmp_path_factory.mktemp("board")
