@@ -32,12 +32,15 @@ def c_identifier(name: str, taken: set[str] | None = None) -> str:
     return ident
 
 
-def _environment(markdown: bool):
+def _environment(template: str):
     """Jinja for templates/; for Markdown (.md.j2) every {{ value }} passes console.markdown_cell, so a
-    name with a newline, a '|' or an escape sequence cannot break a table or reach a terminal raw."""
+    name with a newline, a '|' or an escape sequence cannot break a table or reach a terminal raw; for
+    HTML (.html.j2) every value is HTML-escaped (a drawing passed as Markup goes in as it is)."""
     import jinja2
 
+    markdown = template.endswith(".md.j2")
     return jinja2.Environment(
+        autoescape=template.endswith(".html.j2"),
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
         keep_trailing_newline=True,
@@ -49,7 +52,7 @@ def _environment(markdown: bool):
 
 def render_text(template: str, **context) -> str:
     """templates/<template> rendered with `context`."""
-    return _environment(template.endswith(".md.j2")).get_template(template).render(**context)
+    return _environment(template).get_template(template).render(**context)
 
 
 def render(template: str, out_path: Path, mode: int | None = None, **context) -> Path:
