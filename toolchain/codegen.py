@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from .atomic import atomic_write
-from .console import markdown_cell
+from .console import markdown_cell, printable
 from .paths import TEMPLATES_DIR
 
 _C_KEYWORDS = frozenset(
@@ -35,18 +35,23 @@ def c_identifier(name: str, taken: set[str] | None = None) -> str:
 def _environment(template: str):
     """Jinja for templates/; for Markdown (.md.j2) every {{ value }} passes console.markdown_cell, so a
     name with a newline, a '|' or an escape sequence cannot break a table or reach a terminal raw; for
-    HTML (.html.j2) every value is HTML-escaped (a drawing passed as Markup goes in as it is)."""
+    HTML (.html.j2) every value has its control characters written as escapes and is HTML-escaped (a
+    drawing passed as Markup goes in as it is)."""
     import jinja2
+    from markupsafe import Markup
 
-    markdown = template.endswith(".md.j2")
+    html = template.endswith(".html.j2")
+    finalize = markdown_cell if template.endswith(".md.j2") else None
+    if html:
+        finalize = lambda value: value if isinstance(value, Markup) else printable(str(value))  # noqa: E731
     return jinja2.Environment(
-        autoescape=template.endswith(".html.j2"),
+        autoescape=html,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        finalize=markdown_cell if markdown else None,
+        finalize=finalize,
     )
 
 
