@@ -197,6 +197,30 @@ def inspect(c, model, input_shape=None, debug=False):
                   debug))
 
 
+@task(help={k: HELP[k] for k in ("target", "model", "backend", "input_shape", "debug")}, iterable=["input_shape"])
+def check(c, target="rpi4", model=None, backend=None, input_shape=None, debug=False):
+    """Pre-flight, building nothing: the model's inputs and outputs, which of the target's backends take its ops,
+    its estimated weights and activations against the board's flash and RAM, and what to do about each problem."""
+    from pathlib import Path
+
+    from toolchain.pipeline.check import check_model, check_text
+    from toolchain.target.profile import load_target
+
+    def action():
+        if model is None:
+            from toolchain.model.default import default_model
+
+            model_path = default_model(console.quiet)[0]
+        else:
+            model_path = Path(model)
+        return check_model(load_target(target), model_path, options.parse_input_shapes(input_shape or []) or None,
+                           None if backend in (None, "auto") else backend)
+
+    with console.framework_output(debug):
+        result = _finish(action, debug)
+    _show(check_text(result))
+
+
 @task(help={"debug": HELP["debug"]})
 def targets(c, debug=False):
     """List the target profiles."""
