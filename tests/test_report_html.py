@@ -153,7 +153,7 @@ def test_progress_on_a_terminal_is_a_bar():
 def test_library_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
     with console.framework_output(verbose=False) as log:
         os.write(2, b"I tensorflow/core: oneDNN custom operations are on\n")
-        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('[E:onnxruntime:x] child\\n')"])
+        subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('[E:onnxruntime:x] child\\n')"], check=True)
     _, err = capfd.readouterr()
     assert "oneDNN" not in err and "onnxruntime" not in err
     kept = log.keep(tmp_path)
