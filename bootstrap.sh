@@ -7,8 +7,9 @@ cd "$(dirname "$0")"
 
 say() { printf 'bootstrap: %s\n' "$*"; }
 
-# Cross compilers and emulators the targets in targets/ need.
-APT_PACKAGES=(g++ g++-aarch64-linux-gnu qemu-user python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gdb-multiarch g++-arm-linux-gnueabihf openssh-client openssh-server xz-utils)
+# Cross compilers and emulators the targets in targets/ need; graphviz draws report.html's model graph;
+# chromium (about 100 MB with graphviz) renders the reports in the slow browser test (skipped where it is absent).
+APT_PACKAGES=(graphviz chromium g++ g++-aarch64-linux-gnu qemu-user python3-venv gcc-arm-none-eabi libnewlib-arm-none-eabi qemu-system-arm gdb-multiarch g++-arm-linux-gnueabihf openssh-client openssh-server xz-utils)
 missing=()
 for pkg in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -56,8 +56,10 @@ HELP = {
     "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
     "signing_key": "Ed25519 key that signs the build (default: $EDGEYARD_SIGNING_KEY, else the per-user key "
                    "from invoke keygen if it exists; without one the build is unsigned)",
-    "debug": "show the traceback of an error",
+    "debug": "show the traceback of an error (and, like --verbose, the libraries' own log lines)",
 }
+VERBOSE = {"verbose": "show TensorFlow's, LiteRT's and ONNX Runtime's own log lines on the terminal (by default they "
+                      "go to third-party.log in the build folder)"}
 ALLOW_UNSIGNED = "accept a build without a signature (its files are still checked against its manifest)"
 QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data")  # build and bench only
 # How `bench` and `deploy` reach a real board.
@@ -83,29 +85,45 @@ def _finish(action, debug: bool):
     return result
 
 
-@task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
+def _with_progress(action, debug: bool, verbose: bool, folder_of=lambda result: None):
+    """_finish(action(progress)) with a progress printer, the libraries' own output in a log file (not the
+    terminal) unless verbose or debug; the log moves into folder_of(result), the build folder, on success."""
+    printer = console.ProgressPrinter()
+    with console.framework_output(verbose or debug) as log:
+        try:
+            result = _finish(lambda: action(printer), debug)
+        finally:
+            printer.close()
+    folder = folder_of(result)
+    if folder is not None:
+        log.keep(folder)
+    return result
+
+
+@task(help={**HELP, **VERBOSE}, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, debug=False):
-    """Build, run, validate and time a model for a target; writes report.json, report.md, provenance.json
-    (and signature.json with a signing key)."""
+          set=None, signing_key=None, debug=False, verbose=False):
+    """Build, run, validate and time a model for a target; writes report.json, report.md, report.html,
+    provenance.json (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
                                signing_key)
-    result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
+    result = _with_progress(lambda progress: run_build(opts(), progress), debug, verbose,
+                            lambda built: None if built.cached else built.out_dir)
     from toolchain.pipeline import report
 
     _show(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
 
-@task(help={**HELP, **BOARD_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
+@task(help={**HELP, **BOARD_HELP, **VERBOSE, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
       iterable=["input_shape", "layer_precision", "set"])
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          signing_key=None, debug=False):
+          signing_key=None, debug=False, verbose=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
@@ -115,11 +133,12 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
                                eval_data, signing_key)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
-        comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.ProgressPrinter(),
-                                                      connection=board()), debug)
+        comparison = _with_progress(lambda progress: compare_backends(opts(), runs, warmup, progress=progress,
+                                                                      connection=board()), debug, verbose)
         _show(report.comparison_summary(comparison))
         return
-    result = _finish(lambda: run_bench(opts(), runs, warmup, console.ProgressPrinter(), board()), debug)
+    result = _with_progress(lambda progress: run_bench(opts(), runs, warmup, progress, board()), debug, verbose,
+                            lambda timed: timed.out_dir)
     _show(report.summary(result.report))
 
 
@@ -178,6 +197,30 @@ def inspect(c, model, input_shape=None, debug=False):
                   debug))
 
 
+@task(help={k: HELP[k] for k in ("target", "model", "backend", "input_shape", "debug")}, iterable=["input_shape"])
+def check(c, target="rpi4", model=None, backend=None, input_shape=None, debug=False):
+    """Pre-flight, building nothing: the model's inputs and outputs, which of the target's backends take its ops,
+    its estimated weights and activations against the board's flash and RAM, and what to do about each problem."""
+    from pathlib import Path
+
+    from toolchain.pipeline.check import check_model, check_text
+    from toolchain.target.profile import load_target
+
+    def action():
+        if model is None:
+            from toolchain.model.default import default_model
+
+            model_path = default_model(console.quiet)[0]
+        else:
+            model_path = Path(model)
+        return check_model(load_target(target), model_path, options.parse_input_shapes(input_shape or []) or None,
+                           None if backend in (None, "auto") else backend)
+
+    with console.framework_output(debug):
+        result = _finish(action, debug)
+    _show(check_text(result))
+
+
 @task(help={"debug": HELP["debug"]})
 def targets(c, debug=False):
     """List the target profiles."""
@@ -230,17 +273,20 @@ def _exit_if_failed(result: dict) -> None:
                    f"see {result['out_dir']}/coverage.md", code=1)
 
 
-@task(help={**MATRIX_HELP, **SCALE_HELP, "backend": "auto (default) or one backend for every build",
+@task(help={**MATRIX_HELP, **SCALE_HELP, **VERBOSE,
+            "backend": "auto (default) or one backend for every build",
             "out": "folder for the builds and coverage.json/.md (default: build/coverage/)"})
-def coverage(c, models, targets="host", backend="auto", out=None, samples=32, jobs=0, scheduler=None, debug=False):
-    """Build every model in a folder for every target; print the matrix, write coverage.json and coverage.md."""
+def coverage(c, models, targets="host", backend="auto", out=None, samples=32, jobs=0, scheduler=None, debug=False,
+             verbose=False):
+    """Build every model in a folder for every target; print the matrix, write coverage.json, .md and .html."""
     from pathlib import Path
 
     from toolchain.pipeline.coverage import matrix_text, run_coverage
 
-    result = _finish(lambda: run_coverage(Path(models), options.parse_names(targets), backend,
-                                          Path(out) if out else None, samples, console.ProgressPrinter(),
-                                          options.scheduler_address(scheduler), jobs or None), debug)
+    result = _with_progress(lambda progress: run_coverage(Path(models), options.parse_names(targets), backend,
+                                                          Path(out) if out else None, samples, progress,
+                                                          options.scheduler_address(scheduler), jobs or None),
+                            debug, verbose, lambda done: Path(done["out_dir"]))
     print(matrix_text(result))
     _exit_if_failed(result)
 

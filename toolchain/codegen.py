@@ -5,7 +5,7 @@ import re
 from pathlib import Path
 
 from .atomic import atomic_write
-from .console import markdown_cell
+from .console import markdown_cell, printable
 from .paths import TEMPLATES_DIR
 
 _C_KEYWORDS = frozenset(
@@ -32,24 +32,32 @@ def c_identifier(name: str, taken: set[str] | None = None) -> str:
     return ident
 
 
-def _environment(markdown: bool):
+def _environment(template: str):
     """Jinja for templates/; for Markdown (.md.j2) every {{ value }} passes console.markdown_cell, so a
-    name with a newline, a '|' or an escape sequence cannot break a table or reach a terminal raw."""
+    name with a newline, a '|' or an escape sequence cannot break a table or reach a terminal raw; for
+    HTML (.html.j2) every value has its control characters written as escapes and is HTML-escaped (a
+    drawing passed as Markup goes in as it is)."""
     import jinja2
+    from markupsafe import Markup
 
+    html = template.endswith(".html.j2")
+    finalize = markdown_cell if template.endswith(".md.j2") else None
+    if html:
+        finalize = lambda value: value if isinstance(value, Markup) else printable(str(value))  # noqa: E731
     return jinja2.Environment(
+        autoescape=html,
         loader=jinja2.FileSystemLoader(str(TEMPLATES_DIR)),
         undefined=jinja2.StrictUndefined,  # a missing variable is a bug, not an empty string
         keep_trailing_newline=True,
         trim_blocks=True,
         lstrip_blocks=True,
-        finalize=markdown_cell if markdown else None,
+        finalize=finalize,
     )
 
 
 def render_text(template: str, **context) -> str:
     """templates/<template> rendered with `context`."""
-    return _environment(template.endswith(".md.j2")).get_template(template).render(**context)
+    return _environment(template).get_template(template).render(**context)
 
 
 def render(template: str, out_path: Path, mode: int | None = None, **context) -> Path:

@@ -5,9 +5,12 @@ import os
 import re
 import signal
 import sys
+import tempfile
 import threading
 import time
 import traceback
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Callable
 
 from .errors import EXIT_BUILD_FAILED, EdgeyardError, reason
@@ -47,15 +50,82 @@ def quiet(_: str) -> None:
     """The Progress of callers that want no lines (the API's default)."""
 
 
-class ProgressPrinter:
-    """Prints each step as it starts, with the time since the command began (stdout: stderr is for errors)."""
+class Count(str):
+    """A progress line that is also a count (builds done of a total): a plain Progress prints it as the line it
+    is; ProgressPrinter on a terminal draws it as a bar with the elapsed time and an estimate of the rest."""
 
-    def __init__(self, stream=sys.stdout):
+    def __new__(cls, message: str, done: int, total: int):
+        line = super().__new__(cls, message)
+        line.done, line.total = done, total
+        return line
+
+
+class ProgressPrinter:
+    """Prints each step as it starts, with the time since the command began (stdout: stderr is for errors).
+
+    On a terminal the current step is a tqdm status line (its elapsed time ticking; a Count is a bar with
+    the estimate of the time left); tqdm rather than rich because it is small, already installed with
+    LiteRT, and prints the text as given (rich reads [brackets] in a model's name as markup). Not on a
+    terminal (CI logs, files), each step is one plain line with no control characters."""
+
+    REFRESH_S = 0.5
+
+    def __init__(self, stream=sys.stdout, terminal: bool | None = None):
         self.start = time.monotonic()
         self.stream = stream
+        self.terminal = stream.isatty() if terminal is None else terminal
+        self._bar = None
+        self._lock = threading.Lock()
+        self._ticker: threading.Thread | None = None
+
+    def _stamp(self) -> str:
+        return f"[{time.monotonic() - self.start:6.1f}s]"
 
     def __call__(self, message: str) -> None:
-        print(f"[{time.monotonic() - self.start:6.1f}s] {printable(message)}", file=self.stream, flush=True)
+        text = one_line(message)
+        if not self.terminal:
+            counted = f" ({_eta(message, time.monotonic() - self.start)})" if isinstance(message, Count) else ""
+            print(f"{self._stamp()} {text}{counted}", file=self.stream, flush=True)
+            return
+        from tqdm import tqdm
+
+        with self._lock:
+            counted = isinstance(message, Count)
+            if self._bar is not None and not (counted and self._bar.total == message.total):
+                self._bar.close()
+                self._bar = None
+            if self._bar is None:
+                form = ("{desc} {bar:20} {n_fmt}/{total_fmt} [{elapsed}<{remaining}]" if counted
+                        else "{desc} {elapsed}")
+                self._bar = tqdm(total=message.total if counted else None, file=self.stream, bar_format=form,
+                                 dynamic_ncols=True, leave=True)
+            self._bar.set_description_str(f"{self._stamp()} {text}", refresh=False)
+            if counted:
+                self._bar.update(message.done - self._bar.n)
+            self._bar.refresh()
+        if self._ticker is None:
+            self._ticker = threading.Thread(target=self._tick, daemon=True)
+            self._ticker.start()
+
+    def _tick(self) -> None:
+        """Keep the current step's elapsed time moving while a long step (a compilation) says nothing."""
+        while True:
+            time.sleep(self.REFRESH_S)
+            with self._lock:
+                if self._bar is not None:
+                    self._bar.refresh()
+
+    def close(self) -> None:
+        """End the last status line (before the command's own output)."""
+        with self._lock:
+            if self._bar is not None:
+                self._bar.close()
+                self._bar = None
+
+
+def _eta(count: Count, elapsed: float) -> str:
+    left = elapsed / count.done * (count.total - count.done) if count.done else None
+    return f"{count.done}/{count.total}, {elapsed:.0f} s elapsed" + (f", about {left:.0f} s left" if left else "")
 
 
 class Terminated(KeyboardInterrupt):
@@ -94,6 +164,48 @@ def guarded(action: Callable[[], object], debug: bool) -> tuple[object, int, str
     finally:
         if main:
             signal.signal(signal.SIGTERM, previous)
+
+
+THIRD_PARTY_LOG = "third-party.log"
+
+
+class FrameworkOutput:
+    """Where the libraries' own output went during a command: `path` (None with --verbose: the terminal)."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+
+    def keep(self, folder: Path) -> Path | None:
+        """Move the log into `folder` (a build folder) as third-party.log; its path, or None when there is none."""
+        if self.path is None or not self.path.is_file() or not folder.is_dir():
+            return None
+        import shutil
+
+        return Path(shutil.move(self.path, folder / THIRD_PARTY_LOG))  # the temp folder may be another file system
+
+
+@contextmanager
+def framework_output(verbose: bool):
+    """During the block, what TensorFlow, absl, LiteRT's XNNPACK notice, ONNX Runtime's logger and Python
+    warnings write to the process's stderr (file descriptor 2, also what child processes inherit) goes to a
+    log file instead of the terminal: <system temp>/edgeyard-third-party-<pid>.log, which keep() moves into
+    the build folder; with verbose, nothing changes. Their errors still reach the user: edgeyard turns them
+    into its one-sentence message, printed after the block."""
+    if verbose:
+        yield FrameworkOutput(None)
+        return
+    path = Path(tempfile.gettempdir()) / f"edgeyard-third-party-{os.getpid()}.log"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.dup2(log, 2)
+        yield FrameworkOutput(path)
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(log)
 
 
 def quiet_frameworks() -> None:

@@ -159,6 +159,9 @@ def _memory(image: Path, target: Target, context: dict) -> dict:
         "stack_bytes": stack,
         "io_bytes": context["input_bytes"] + context["output_bytes"],
         "sections": {s["name"]: s["bytes"] for s in sections if s["flash"] or s["ram"]},
+        # Which sections fill which region (.data is in both: loaded from flash, copied to RAM): report.html's bars.
+        "flash_sections": {s["name"]: s["bytes"] for s in sections if s["flash"]},
+        "ram_sections": {s["name"]: s["bytes"] for s in sections if s["ram"]},
     }
     for region in ("flash", "ram"):
         consumers = [s for s in symbols if in_region[s["section"]][region]]

@@ -26,6 +26,22 @@ class TensorInfo:
         }
 
 
+@dataclass(frozen=True)
+class Node:
+    """One operator of the model's main graph, for the report's graph drawing: its op, the tensors it reads
+    and writes (by name), its first output's shape and its multiply-accumulates."""
+
+    op: str
+    inputs: tuple[str, ...]
+    outputs: tuple[str, ...]
+    shape: tuple[int, ...] | None
+    macs: int
+
+    def to_dict(self) -> dict:
+        return {"op": self.op, "inputs": list(self.inputs), "outputs": list(self.outputs),
+                "shape": None if self.shape is None else list(self.shape), "macs": self.macs}
+
+
 @dataclass
 class ModelInfo:
     path: Path
@@ -38,6 +54,8 @@ class ModelInfo:
     macs: int = 0  # multiply-accumulates per inference (conv, depthwise, dense, matmul)
     # What loading changed to make the model usable (pinned dimensions, a fallback loader), one line each.
     repairs: list[str] = field(default_factory=list)
+    # The main graph's operators in order (TFLite and ONNX readers; empty for Keras/SavedModel): report.json `graph`.
+    nodes: list[Node] = field(default_factory=list)
 
     @property
     def stem(self) -> str:

@@ -10,7 +10,7 @@ import onnx.numpy_helper
 from google.protobuf.message import DecodeError
 
 from ..errors import BadInput, reason
-from .info import ModelInfo, TensorInfo
+from .info import ModelInfo, Node, TensorInfo
 from .pinning import check_input_names, pin_shape, pinning_repairs
 
 # Operand index of the weight (convolutions) or left matrix (matmuls) whose shape sets the MAC count.
@@ -39,6 +39,9 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
         shapes.update(_run_for_output_shapes(path, inputs))
     steps = _dequantized_outputs(graph)
     outputs = [TensorInfo(v.name, shapes[v.name], _dtype(v), steps.get(v.name)) for v in graph.output]
+    nodes = [Node(_op_name(node), tuple(name for name in node.input if name and name not in weights),
+                  tuple(node.output), shapes.get(node.output[0]) if node.output else None, _node_macs(node, shapes))
+             for node in graph.node]
     return ModelInfo(
         path=path,
         format="onnx",
@@ -47,8 +50,9 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
         outputs=outputs,
         ops=dict(Counter(_op_name(node) for node in graph.node)),
         params=sum(prod(t.dims) for t in graph.initializer),
-        macs=sum(_node_macs(node, shapes) for node in graph.node),
+        macs=sum(node.macs for node in nodes),
         repairs=pinning_repairs(declared, inputs, input_shapes),
+        nodes=nodes,
     )
 
 

@@ -10,10 +10,10 @@ def describe(info: ModelInfo) -> str:
         f"sha256  {info.sha256}",
         "",
         "inputs",
-        *_tensor_table(info.inputs),
+        *tensor_table(info.inputs),
         "",
         "outputs",
-        *_tensor_table(info.outputs),
+        *tensor_table(info.outputs),
         "",
         f"ops ({sum(info.ops.values())} in {len(info.ops)} kinds)",
         *_op_table(info.ops),
@@ -24,7 +24,7 @@ def describe(info: ModelInfo) -> str:
     return "\n".join(lines)
 
 
-def _tensor_table(tensors: list[TensorInfo]) -> list[str]:
+def tensor_table(tensors: list[TensorInfo]) -> list[str]:
     rows = [("name", "shape", "dtype", "quantization")]
     for t in tensors:
         quant = "-" if t.quant is None else f"scale {t.quant[0]:.6g}, zero point {t.quant[1]}"

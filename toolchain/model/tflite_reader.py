@@ -8,7 +8,7 @@ from pathlib import Path
 import tflite
 
 from ..errors import BadInput, reason
-from .info import ModelInfo, TensorInfo
+from .info import ModelInfo, Node, TensorInfo
 from .pinning import check_input_names, pin_shape, pinning_repairs
 
 OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
@@ -37,14 +37,30 @@ def read_tflite(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]
             shapes = _propagated_shapes(path, inputs)
         outputs = [_tensor_info(graph, i, shapes[i]) for i in output_indices]
         ops, macs = _ops_and_macs(model, shapes)
+        nodes = _nodes(model, graph, shapes)
         params = _constant_elements(model)
     except (struct.error, IndexError, ValueError, TypeError, AttributeError) as err:
         # The flatbuffer accessors fail this way on truncated or damaged files.
         raise BadInput(f"{path} is a damaged TFLite model ({reason(err)}).") from None
     return ModelInfo(
         path=path, format="tflite", sha256=sha256, inputs=inputs, outputs=outputs, ops=ops, params=params, macs=macs,
-        repairs=pinning_repairs(declared, inputs, input_shapes),
+        repairs=pinning_repairs(declared, inputs, input_shapes), nodes=nodes,
     )
+
+
+def _nodes(model, graph, shapes: dict[int, tuple[int, ...]]) -> list[Node]:
+    """The main subgraph's operators; constant operands (weights) are left out of `inputs`."""
+    constant = {i for i in range(graph.TensorsLength()) if model.Buffers(graph.Tensors(i).Buffer()).DataLength()}
+    nodes = []
+    for o in range(graph.OperatorsLength()):
+        operator = graph.Operators(o)
+        name = op_name(model, operator)
+        reads = [operator.Inputs(i) for i in range(operator.InputsLength())]
+        writes = [operator.Outputs(i) for i in range(operator.OutputsLength())]
+        nodes.append(Node(name, tuple(_tensor_name(graph, i) for i in reads if i >= 0 and i not in constant),
+                          tuple(_tensor_name(graph, i) for i in writes),
+                          shapes.get(writes[0]) if writes else None, _op_macs(name, operator, shapes)))
+    return nodes
 
 
 def _tensor_name(graph, index: int) -> str:

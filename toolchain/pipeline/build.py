@@ -364,6 +364,7 @@ def _report(plan: _Plan, converted: _Converted, compiled: CompileResult, ran: _R
         "validation": ran.validation,
         "bench": ran.timing,
         "profile": ran.profile,
+        "graph": [node.to_dict() for node in converted.compiled.nodes] or None,  # report.html's model graph
         "memory": None,  # bare-metal bundles: flash and RAM (a backend's "memory" section replaces it)
         **{section.key: section.data for section in compiled.sections},
         "sections": [section.to_json() for section in compiled.sections],

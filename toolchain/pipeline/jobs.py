@@ -19,7 +19,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..console import Progress, quiet
+from ..console import Count, Progress, quiet
 from ..errors import BadInput, BuildError, MissingTool, reason
 
 DEFAULT_RETRIES = 2
@@ -63,7 +63,7 @@ def run_jobs(jobs: list[Job], scheduler: str | None = None, workers: int | None 
 
 
 def _finished(job: Job, value, worker: str, number: int, total: int, progress: Progress) -> Done:
-    progress(f"[{number}/{total}] {job.name} done" + ("" if worker == LOCAL else f" on {worker}"))
+    progress(Count(f"[{number}/{total}] {job.name} done" + ("" if worker == LOCAL else f" on {worker}"), number, total))
     return Done(job, value, worker)
 
 

@@ -1,4 +1,5 @@
-"""report.json (its keys are pinned: docs/reports.md) and report.md in the build folder, and the console summaries."""
+"""report.json (its keys are pinned: docs/reports.md), report.md and report.html in the build folder, and the console
+summaries."""
 
 import json
 from pathlib import Path
@@ -7,21 +8,26 @@ from ..atomic import atomic_write
 from ..codegen import render
 from ..console import table
 from ..errors import short_reason
+from . import html_report
 
 
 def write(out_dir: Path, report: dict) -> None:
-    """report.json and report.md."""
+    """report.json, report.md and report.html."""
     _write_json_and_markdown(out_dir, "report", report)
+    html_report.write_report(out_dir, report)
 
 
 def write_comparison(out_dir: Path, comparison: dict) -> None:
-    """comparison.json and comparison.md: every backend of one target side by side."""
+    """comparison.json, comparison.md and comparison.html: every backend of one target side by side."""
     _write_json_and_markdown(out_dir, "comparison", comparison)
+    html_report.write_comparison(out_dir, comparison)
 
 
 def write_coverage(out_dir: Path, coverage: dict) -> None:
-    """coverage.json and coverage.md: every model of a folder built for every target (toolchain.coverage)."""
+    """coverage.json, coverage.md and coverage.html: every model of a folder built for every target
+    (toolchain.coverage)."""
     _write_json_and_markdown(out_dir, "coverage", coverage)
+    html_report.write_coverage(out_dir, coverage)
 
 
 def write_mcu_bench(out_dir: Path, bench: dict) -> None:

@@ -37,6 +37,7 @@ def bench_section(runner, timings_ns: list[int], warmup: int, threads: int, coun
         "runner": runner.name if runner else None,
         "emulated": bool(runner and runner.caps.emulated),
         "latency_ms": latency_ms(timings_ns),
+        "timings_ms": [round(t / 1e6, 6) for t in timings_ns],  # each timed run: report.html's histogram
         "instructions_per_inference": count.instructions_per_inference if count else None,
         "estimated_cycles_per_inference": count.estimated_cycles_per_inference if count else None,
         "instruction_classes": count.instruction_classes if count else None,
