@@ -81,7 +81,9 @@ def generate_sources(request: CompileRequest) -> ModelSources:
     for position, layer in enumerate(layers):
         if layer.kernel is None and position not in copies:
             continue  # an alias: the planner gave input and output one storage
-        call = {**vars(layer), "scratch_offset": plan.scratch.get(position, 0), "pointer_list": None}
+        pointers = [arg.value for arg in layer.args if arg.kind == "tensors"]
+        call = {**vars(layer), "scratch_offset": plan.scratch.get(position, 0),
+                "pointer_list": pointers[0] if pointers else None}
         if layer.kernel is None:
             call.update(kernel="memcpy", bytes=graph.tensors[layer.outputs[0]].nbytes)
         calls.append(call)
