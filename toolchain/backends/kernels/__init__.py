@@ -37,9 +37,15 @@ class KernelsBackend:
     caps = BackendCaps(formats=("tflite",), needs_int8=True, reference="tflite-micro")
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
+        """Each op without a lowering, with the first operator that uses it: 'TANH (operator 3)'."""
+        from .graph import read_graph
         from .lower import LOWERINGS
 
-        return sorted(op for op in model.ops if op not in LOWERINGS)
+        first: dict[str, int] = {}
+        for operator in read_graph(model.path).operators:
+            if operator.op not in LOWERINGS:
+                first.setdefault(operator.op, operator.index)
+        return [f"{op} (operator {index})" for op, index in sorted(first.items())]
 
     def compile(self, request: CompileRequest) -> CompileResult:
         model, target = request.model, request.target

@@ -430,7 +430,7 @@ def transpose(graph: Graph, operator: Operator) -> Layer:
     return _gather_layer(graph, operator, [shape[p] for p in permutation], [strides[p] for p in permutation], 0)
 
 
-def _slice_bounds(size: int, begin: int, end: int, stride: int, masked_begin: bool, masked_end: bool,
+def slice_bounds(size: int, begin: int, end: int, stride: int, masked_begin: bool, masked_end: bool,
                   shrink: bool) -> tuple[int, int]:
     """TFLite's StartForAxis and StopForAxis (strided_slice_logic.h): the first index and the bound."""
     low, high = (0, size) if stride > 0 else (-1, size - 1)
@@ -456,7 +456,7 @@ def strided_slice(graph: Graph, operator: Operator) -> Layer:
             step = int(steps[axis])
             if step == 0:
                 raise _fail(graph, operator, f"has stride 0 on axis {axis}")
-            start, stop = _slice_bounds(size, int(begin[axis]), int(end[axis]), step,
+            start, stop = slice_bounds(size, int(begin[axis]), int(end[axis]), step,
                                         bool(options.BeginMask() >> axis & 1), bool(options.EndMask() >> axis & 1),
                                         bool(options.ShrinkAxisMask() >> axis & 1))
         else:
