@@ -120,16 +120,20 @@ def aarch64_runtime():
         pytest.skip(f"no aarch64 TVM runtime: {err}")
 
 
-def full_int8_tflite(keras_model, representative_dataset, path: Path) -> Path:
-    """Full-integer int8 TFLite (int8 inputs and outputs) calibrated on `representative_dataset`."""
+def full_int8_tflite(keras_model, representative_dataset, path: Path, per_channel: bool = True,
+                     float_io: bool = False) -> Path:
+    """Full-integer int8 TFLite calibrated on `representative_dataset`: int8 inputs and outputs (float ones,
+    with QUANTIZE and DEQUANTIZE in the model, when `float_io`), weights quantized per channel or per tensor."""
     import tensorflow as tf
 
     converter = tf.lite.TFLiteConverter.from_keras_model(keras_model)
     converter.optimizations = [tf.lite.Optimize.DEFAULT]
     converter.representative_dataset = representative_dataset
     converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    converter.inference_input_type = tf.int8
-    converter.inference_output_type = tf.int8
+    converter._experimental_disable_per_channel = not per_channel  # the converter's only switch for it
+    if not float_io:
+        converter.inference_input_type = tf.int8
+        converter.inference_output_type = tf.int8
     path.write_bytes(converter.convert())
     return path
 

@@ -81,8 +81,10 @@ EK_INLINE int32_t ek_requantize(int32_t acc, int32_t multiplier, int32_t pre_shi
   return (((x + (x >> 31)) >> right_shift_minus_one) + 1) >> 1;
 }
 
-/* x saturated to int8. */
-#if defined(__ARM_ARCH) && __ARM_ARCH >= 7 && !defined(__ARM_ARCH_6M__)
+/* x saturated to int8: one SSAT on cores with the saturation instructions (ARMv7-M and up, the
+ * Cortex-M3 included, which lacks the DSP extension and so gets arm_acle.h here). */
+#if defined(__ARM_FEATURE_SAT) && __ARM_FEATURE_SAT
+#include <arm_acle.h>
 EK_INLINE int32_t ek_saturate8(int32_t x) { return __ssat(x, 8); }
 #else
 EK_INLINE int32_t ek_saturate8(int32_t x) { return x < -128 ? -128 : (x > 127 ? 127 : x); }

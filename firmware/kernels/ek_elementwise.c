@@ -61,19 +61,21 @@ void ek_dequantize_s8(int32_t count, int32_t zero_point, float scale, const int8
 
 void ek_quantize_f32(int32_t count, int32_t zero_point, float scale, const float *input, int8_t *output) {
   for (int32_t i = 0; i < count; i++) {
-    /* TFLite's AffineQuantize: round half away from zero of value / scale. */
-    const int32_t value = (int32_t)roundf(input[i] / scale) + zero_point;
-    output[i] = (int8_t)ek_clamp(value, -128, 127);
+    /* TFLite's AffineQuantize: the division in double (its scale is a double), rounded half away from
+     * zero; clamped before the conversion so that no value is out of int32's range. */
+    const double value = round((double)input[i] / (double)scale) + zero_point;
+    output[i] = (int8_t)(value < -128.0 ? -128 : (value > 127.0 ? 127 : (int32_t)value));
   }
 }
 
+/* TFLite Micro's QuantizedMeanOrSum over H and W: the sum of the raw values less count times the zero
+ * point, requantized with a multiplier that the build already divided by the count. */
 void ek_mean_hw_s8(const ek_mean_params *p, const int8_t *input, int8_t *output) {
   const int32_t count = p->in_h * p->in_w;
   for (int32_t c = 0; c < p->channels; c++) {
-    int32_t acc = 0;
-    for (int32_t i = 0; i < count; i++) acc += input[i * p->channels + c] + p->input_offset;
-    acc = ek_requantize_exact(acc, p->multiplier, p->shift);
-    acc = acc > 0 ? (acc + count / 2) / count : (acc - count / 2) / count;
-    output[c] = (int8_t)ek_clamp(acc + p->output_offset, -128, 127);
+    int32_t sum = 0;
+    for (int32_t i = 0; i < count; i++) sum += input[i * p->channels + c];
+    const int32_t value = ek_requantize_exact(sum + p->input_offset * count, p->multiplier, p->shift);
+    output[c] = (int8_t)ek_clamp(value + p->output_offset, -128, 127);
   }
 }

@@ -101,12 +101,15 @@ void ek_softmax_s8(const ek_softmax_params *p, const int8_t *input, int8_t *outp
  * a 256-entry table the build computed with TFLite Micro's arithmetic, indexed by value + 128. */
 void ek_lookup_s8(const int8_t *table, int32_t count, const int8_t *input, int8_t *output);
 
-/* DEQUANTIZE: (value - zero point) * scale as float. */
+/* DEQUANTIZE: (value - zero point) * scale as float. TFLite Micro multiplies in double and rounds the
+ * product to float; the exact product of a float and a 9-bit integer fits a double, so one float
+ * multiplication rounds it the same. */
 void ek_dequantize_s8(int32_t count, int32_t zero_point, float scale, const int8_t *input, float *output);
 /* QUANTIZE from float: round(value / scale) + zero point, saturated. */
 void ek_quantize_f32(int32_t count, int32_t zero_point, float scale, const float *input, int8_t *output);
 
-/* MEAN over axes 1 and 2 of a 4-D tensor (TFLite Micro's integer path). */
+/* MEAN over axes 1 and 2 of a 1xHxWxC tensor (TFLite Micro's QuantizedMeanOrSum); `multiplier` and
+ * `shift` already include the division by H * W. */
 typedef struct {
   int32_t in_h, in_w, channels;
   int32_t input_offset, output_offset, multiplier, shift;

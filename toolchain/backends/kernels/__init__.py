@@ -37,9 +37,15 @@ class KernelsBackend:
     caps = BackendCaps(formats=("tflite",), needs_int8=True, reference="tflite-micro")
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
+        """Each op without a lowering, with the first operator that uses it: 'TANH (operator 3)'."""
+        from .graph import read_graph
         from .lower import LOWERINGS
 
-        return sorted(op for op in model.ops if op not in LOWERINGS)
+        first: dict[str, int] = {}
+        for operator in read_graph(model.path).operators:
+            if operator.op not in LOWERINGS:
+                first.setdefault(operator.op, operator.index)
+        return [f"{op} (operator {index})" for op, index in sorted(first.items())]
 
     def compile(self, request: CompileRequest) -> CompileResult:
         model, target = request.model, request.target
@@ -81,7 +87,9 @@ def generate_sources(request: CompileRequest) -> ModelSources:
     for position, layer in enumerate(layers):
         if layer.kernel is None and position not in copies:
             continue  # an alias: the planner gave input and output one storage
-        call = {**vars(layer), "scratch_offset": plan.scratch.get(position, 0), "pointer_list": None}
+        pointers = [arg.value for arg in layer.args if arg.kind == "tensors"]
+        call = {**vars(layer), "scratch_offset": plan.scratch.get(position, 0),
+                "pointer_list": pointers[0] if pointers else None}
         if layer.kernel is None:
             call.update(kernel="memcpy", bytes=graph.tensors[layer.outputs[0]].nbytes)
         calls.append(call)

@@ -87,3 +87,151 @@ def same_padding(stride: int, dilation: int, in_size: int, filter_size: int, out
 def input_radius(integer_bits: int, left_shift: int, total_bits: int = 31) -> int:
     """CalculateInputRadius."""
     return math.floor(((1 << integer_bits) - 1) * (1 << (total_bits - integer_bits)) / (1 << left_shift))
+
+
+# ---------- gemmlowp's fixed-point functions (fixedpoint.h) on int32 raw values ----------
+
+INT32_MIN, INT32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def saturating_rounding_multiply_by_pot(x: int, exponent: int) -> int:
+    """SaturatingRoundingMultiplyByPOT: a saturating left shift, or a rounding right shift."""
+    if exponent <= 0:
+        return rounding_divide_by_pot(x, -exponent)
+    threshold = (1 << (31 - exponent)) - 1
+    return INT32_MAX if x > threshold else INT32_MIN if x < -threshold else x << exponent
+
+
+def _rounding_half_sum(a: int, b: int) -> int:
+    total = a + b
+    return _truncating_div(total + (1 if total >= 0 else -1), 2)
+
+
+def _exp_on_interval_between_negative_one_quarter_and_0_excl(a: int) -> int:
+    """exp(a) for a in [-1/4, 0): Q0.31 in and out."""
+    constant_term, constant_1_over_3 = 1895147668, 715827883  # exp(-1/8), 1/3
+    x = a + (1 << 28)  # + 1/8
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = saturating_rounding_multiply_by_pot(x4, -2)
+    rest = saturating_rounding_multiply_by_pot(srdhm(x4_over_4 + x3, constant_1_over_3) + x2, -1)
+    return constant_term + srdhm(constant_term, x + rest)
+
+
+# exp(-2^k) in Q0.31 for k = -2 .. 4: gemmlowp's barrel shifter.
+_EXP_BARREL = (1672461947, 1302514674, 790015084, 290630308, 39332535, 720401, 242)
+
+
+def exp_on_negative_values(a: int, integer_bits: int) -> int:
+    """exp(a) for a <= 0 given with `integer_bits` integer bits; the result in Q0.31."""
+    fractional_bits = 31 - integer_bits
+    one_quarter = 1 << (fractional_bits - 2)
+    a_mod_quarter_minus_one_quarter = (a & (one_quarter - 1)) - one_quarter
+    result = _exp_on_interval_between_negative_one_quarter_and_0_excl(
+        saturating_rounding_multiply_by_pot(a_mod_quarter_minus_one_quarter, integer_bits))
+    remainder = a_mod_quarter_minus_one_quarter - a
+    for k, multiplier in enumerate(_EXP_BARREL, start=-2):
+        if integer_bits > k and remainder & (1 << (fractional_bits + k)):
+            result = srdhm(result, multiplier)
+    if integer_bits > 5 and a < -(1 << (36 - integer_bits)):  # below -32
+        result = 0
+    return INT32_MAX if a == 0 else result
+
+
+def _one_over_one_plus_x_for_x_in_0_1(a: int) -> int:
+    """1 / (1 + a) for a in [0, 1), Q0.31 in and out: Newton-Raphson in Q2.29."""
+    half_denominator = _rounding_half_sum(a, INT32_MAX)
+    x = 1515870810 + srdhm(half_denominator, -1010580540)  # 48/17 - 32/17 * d
+    for _ in range(3):
+        one_minus_half_denominator_times_x = (1 << 29) - srdhm(half_denominator, x)
+        x = x + saturating_rounding_multiply_by_pot(srdhm(x, one_minus_half_denominator_times_x), 2)
+    return saturating_rounding_multiply_by_pot(x, 1)
+
+
+def logistic(a: int, integer_bits: int) -> int:
+    """gemmlowp::logistic of a raw value with `integer_bits` integer bits; the result in Q0.31."""
+    if a == 0:
+        return 1 << 30
+    positive = _one_over_one_plus_x_for_x_in_0_1(exp_on_negative_values(-abs(a), integer_bits))
+    return positive if a > 0 else INT32_MAX - positive
+
+
+# ---------- int8 -> int8 functions as 256-entry tables (value + 128 -> result) ----------
+
+
+def requantize_table(input_scale: float, input_zero_point: int, output_scale: float, output_zero_point: int) -> np.ndarray:
+    """QUANTIZE int8 -> int8: reference_ops::Requantize with the multiplier of input/output scale."""
+    multiplier, shift = quantize_multiplier(float(input_scale) / float(output_scale))
+    return np.array([min(max(multiply_by_quantized_multiplier(v - input_zero_point, multiplier, shift)
+                             + output_zero_point, INT8_MIN), INT8_MAX) for v in range(INT8_MIN, INT8_MAX + 1)], np.int8)
+
+
+def logistic_table(input_scale: float, input_zero_point: int) -> np.ndarray:
+    """LOGISTIC int8 (output scale 1/256, zero point -128): reference_integer_ops::Logistic, the input
+    rescaled to Q4.27 with TFLite Micro's multiplier (frexp, no renormalization), gemmlowp's logistic."""
+    integer_bits = 4
+    fraction, left_shift = math.frexp(float(input_scale) * (1 << (31 - integer_bits)))
+    multiplier = tflite_round(fraction * (1 << 31))
+    radius = input_radius(integer_bits, left_shift)
+    table = []
+    for v in range(INT8_MIN, INT8_MAX + 1):
+        x = v - input_zero_point
+        if x <= -radius:
+            table.append(INT8_MIN)
+        elif x >= radius:
+            table.append(INT8_MAX)
+        else:
+            q4 = multiply_by_quantized_multiplier(x, multiplier, left_shift)
+            q23 = rounding_divide_by_pot(logistic(q4, integer_bits), 31 - 8)
+            table.append(min(max(q23 - 128, INT8_MIN), INT8_MAX))
+    return np.array(table, np.int8)
+
+
+def _int16_srdhm(a: int, b: int) -> int:
+    """gemmlowp's SaturatingRoundingDoublingHighMul for int16."""
+    if a == b == -(1 << 15):
+        return (1 << 15) - 1
+    product = a * b
+    return _truncating_div(product + ((1 << 14) if product >= 0 else 1 - (1 << 14)), 1 << 15)
+
+
+def _int16_saturating_left_shift(x: int, amount: int) -> int:
+    return min(max(x * (1 << amount), -(1 << 15)), (1 << 15) - 1)
+
+
+def _int16_multiplier(multiplier: int) -> int:
+    """DownScaleInt32ToInt16Multiplier."""
+    return (1 << 15) - 1 if multiplier >= INT32_MAX - (1 << 15) else (multiplier + (1 << 15)) >> 16
+
+
+def hard_swish_table(input_scale: float, input_zero_point: int, output_scale: float,
+                     output_zero_point: int) -> np.ndarray:
+    """HARD_SWISH int8: reference_ops::HardSwish's 16-bit fixed point, with the multipliers TFLite Micro's
+    Prepare computes in float32."""
+    f32 = np.float32
+    hires_input_scale = f32(1.0 / 128.0) * f32(input_scale)
+    output_multiplier, output_exponent = quantize_multiplier(float(hires_input_scale / f32(output_scale)))
+    reluish_multiplier, reluish_exponent = quantize_multiplier(float(hires_input_scale / f32(3.0 / 32768.0)))
+    output_multiplier, reluish_multiplier = _int16_multiplier(output_multiplier), _int16_multiplier(reluish_multiplier)
+    if output_exponent > 0:
+        raise ValueError("hard swish output multiplier above 1")
+    table = []
+    for v in range(INT8_MIN, INT8_MAX + 1):
+        hires = (v - input_zero_point) * (1 << 7)
+        preshift_output = _int16_srdhm(hires, output_multiplier)
+        reluish = hires
+        if reluish_exponent > 0:
+            reluish = _int16_saturating_left_shift(reluish, reluish_exponent - 1)
+        reluish = _int16_srdhm(reluish, reluish_multiplier)
+        if reluish_exponent > 0:
+            reluish = _int16_saturating_left_shift(reluish, 1)
+        if reluish_exponent < 0:
+            reluish = rounding_divide_by_pot(reluish, -reluish_exponent)
+        reluish = (reluish + (1 << 15)) >> 1
+        # SaturatingDoublingHighMul: no rounding, the division truncates.
+        product = (1 << 15) - 1 if reluish == preshift_output == -(1 << 15) else _truncating_div(
+            reluish * preshift_output, 1 << 15)
+        value = rounding_divide_by_pot(product, -output_exponent) + output_zero_point
+        table.append(min(max(value, INT8_MIN), INT8_MAX))
+    return np.array(table, np.int8)

@@ -16,7 +16,7 @@ from tflite.Padding import Padding
 
 from ...errors import BuildError
 from . import fixedpoint as fx
-from .graph import Graph, Operator, Tensor
+from .graph import NUMPY_DTYPES, Graph, Operator, Tensor
 
 # Accumulators are int32. The fast requantization shifts them left by pre_shift first (ek_arith.h);
 # a layer where that could overflow takes the exact 64-bit path.
@@ -363,8 +363,247 @@ def softmax(graph: Graph, operator: Operator) -> Layer:
 
 
 def reshape(graph: Graph, operator: Operator) -> Layer:
-    """No code: the output is the input's bytes under another shape (the planner gives both one storage)."""
+    """No code: the output is the input's bytes under another shape (the planner gives both one storage).
+    SQUEEZE and EXPAND_DIMS are the same."""
     return _layer(graph, operator, None, [operator.inputs[0]])
+
+
+# ---------- data movement: bytes copied as TFLite Micro copies them ----------
+
+MAX_RANK = 5  # of ek_gather_params and ek_pad_params
+
+
+def _same_quantization(a: Tensor, b: Tensor) -> bool:
+    if not (a.quantized and b.quantized):
+        return a.quantized == b.quantized
+    return (len(a.scales) == len(b.scales) == 1 and float(a.scale) == float(b.scale)
+            and a.zero_point == b.zero_point)
+
+
+def _movable(graph: Graph, operator: Operator, source: Tensor, result: Tensor) -> int:
+    """Checks a copy from `source` to `result` is what TFLite Micro computes (same type and quantization);
+    returns the element size in bytes."""
+    if source.dtype != result.dtype or source.dtype not in NUMPY_DTYPES:
+        raise _fail(graph, operator, f"has a {source.dtype} input and a {result.dtype} output")
+    if not _same_quantization(source, result):
+        raise _fail(graph, operator, f"changes the quantization from '{source.name}' to '{result.name}'")
+    if len(source.shape) > MAX_RANK or len(result.shape) > MAX_RANK:
+        raise _fail(graph, operator, f"has more than {MAX_RANK} dimensions")
+    return np.dtype(NUMPY_DTYPES[source.dtype]).itemsize
+
+
+def _constant_values(graph: Graph, operator: Operator, position: int, what: str) -> np.ndarray:
+    tensor = graph.tensor(operator.inputs[position]) if len(operator.inputs) > position else None
+    if tensor is None or tensor.data is None:
+        raise _fail(graph, operator, f"has {what} computed at run time")
+    return tensor.data.astype(np.int64)
+
+
+def _row_major_strides(shape) -> list[int]:
+    strides, step = [], 1
+    for size in reversed(list(shape)):
+        strides.insert(0, step)
+        step *= int(size)
+    return strides
+
+
+def _five(values: list[int], fill: int) -> list[int]:
+    return [int(v) for v in values] + [fill] * (MAX_RANK - len(values))
+
+
+def _gather_layer(graph: Graph, operator: Operator, out_shape: list[int], in_strides: list[int], in_start: int) -> Layer:
+    """TRANSPOSE and STRIDED_SLICE: the output in order, each element read at a strided input position."""
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    element_bytes = _movable(graph, operator, source, result)
+    if math.prod(out_shape) != math.prod(result.shape):
+        raise _fail(graph, operator, f"states an output of shape {list(result.shape)}, not {out_shape}")
+    params = {"rank": max(len(out_shape), 1), "element_bytes": element_bytes, "out_shape": _five(out_shape or [1], 1),
+              "in_strides": _five(in_strides or [0], 0), "in_start": in_start}
+    return _layer(graph, operator, "ek_gather", [operator.inputs[0]], params_type="ek_gather_params", params=params,
+                  args=[Arg("params"), Arg("tensor", operator.inputs[0], c_type="void", const=True),
+                        Arg("tensor", operator.outputs[0], c_type="void")])
+
+
+def transpose(graph: Graph, operator: Operator) -> Layer:
+    shape = graph.tensors[operator.inputs[0]].shape
+    permutation = [int(p) % max(len(shape), 1) for p in _constant_values(graph, operator, 1, "a permutation").reshape(-1)]
+    if sorted(permutation) != list(range(len(shape))):
+        raise _fail(graph, operator, f"has the permutation {permutation} for a rank {len(shape)} input")
+    strides = _row_major_strides(shape)
+    return _gather_layer(graph, operator, [shape[p] for p in permutation], [strides[p] for p in permutation], 0)
+
+
+def slice_bounds(size: int, begin: int, end: int, stride: int, masked_begin: bool, masked_end: bool,
+                  shrink: bool) -> tuple[int, int]:
+    """TFLite's StartForAxis and StopForAxis (strided_slice_logic.h): the first index and the bound."""
+    low, high = (0, size) if stride > 0 else (-1, size - 1)
+    start = (low if stride > 0 else high) if masked_begin else begin + (size if begin < 0 else 0)
+    start = min(max(start, low), high)
+    if shrink:
+        return start, start + 1
+    stop = (size if stride > 0 else -1) if masked_end else end + (size if end < 0 else 0)
+    return start, min(max(stop, low), high)
+
+
+def strided_slice(graph: Graph, operator: Operator) -> Layer:
+    options = operator.options
+    if options.EllipsisMask() or options.NewAxisMask() or options.Offset():
+        raise _fail(graph, operator, "uses an ellipsis, a new axis or offsets")
+    shape = graph.tensors[operator.inputs[0]].shape
+    begin, end, steps = (_constant_values(graph, operator, i, what).reshape(-1)
+                         for i, what in ((1, "begin indices"), (2, "end indices"), (3, "strides")))
+    strides = _row_major_strides(shape)
+    out_shape, in_strides, in_start = [], [], 0
+    for axis, size in enumerate(shape):
+        if axis < len(begin):
+            step = int(steps[axis])
+            if step == 0:
+                raise _fail(graph, operator, f"has stride 0 on axis {axis}")
+            start, stop = slice_bounds(size, int(begin[axis]), int(end[axis]), step,
+                                        bool(options.BeginMask() >> axis & 1), bool(options.EndMask() >> axis & 1),
+                                        bool(options.ShrinkAxisMask() >> axis & 1))
+        else:
+            start, stop, step = 0, size, 1
+        out_shape.append(len(range(start, stop, step)))
+        in_strides.append(step * strides[axis])
+        in_start += start * strides[axis]
+    return _gather_layer(graph, operator, out_shape, in_strides, in_start)
+
+
+def pad(graph: Graph, operator: Operator) -> Layer:
+    """PAD and PADV2: the output filled with the pad value (PAD: the output zero point), the input copied
+    into its window."""
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    element_bytes = _movable(graph, operator, source, result)
+    paddings = _constant_values(graph, operator, 1, "paddings").reshape(-1, 2)
+    if len(paddings) != len(source.shape) or np.any(paddings < 0):
+        raise _fail(graph, operator, f"has paddings {paddings.tolist()} for a rank {len(source.shape)} input")
+    out_shape = [int(size + before + after) for size, (before, after) in zip(source.shape, paddings)]
+    constant = graph.tensor(operator.inputs[2]) if len(operator.inputs) > 2 else None
+    if constant is None:
+        value = np.zeros(1, NUMPY_DTYPES[source.dtype]) + (result.zero_point if result.quantized else 0)
+    elif constant.data is None or not _same_quantization(constant, result) or constant.dtype != result.dtype:
+        raise _fail(graph, operator, "has a pad value computed at run time or quantized unlike its output")
+    else:
+        value = constant.data.reshape(-1)[:1]
+    # The pad value's bytes as one int32 (little-endian): ek_pad copies its first element_bytes.
+    pad_value = int(np.frombuffer(value.astype(NUMPY_DTYPES[source.dtype]).tobytes().ljust(4, b"\0")[:4], np.int32)[0])
+    out_strides = _row_major_strides(out_shape)
+    params = {"rank": len(out_shape), "element_bytes": element_bytes, "in_shape": _five(list(source.shape), 1),
+              "out_strides": _five(out_strides, 0),
+              "out_start": sum(int(before) * stride for (before, _), stride in zip(paddings, out_strides)),
+              "out_elements": math.prod(out_shape), "pad_value": pad_value}
+    if out_shape != list(result.shape):
+        raise _fail(graph, operator, f"states an output of shape {list(result.shape)}, not {out_shape}")
+    if not source.shape:
+        raise _fail(graph, operator, "pads a scalar")
+    return _layer(graph, operator, "ek_pad", [operator.inputs[0]], params_type="ek_pad_params", params=params,
+                  args=[Arg("params"), Arg("tensor", operator.inputs[0], c_type="void", const=True),
+                        Arg("tensor", operator.outputs[0], c_type="void")])
+
+
+def concatenation(graph: Graph, operator: Operator) -> Layer:
+    """TFLite Micro copies int8 inputs without rescaling and requires them quantized like the output."""
+    from tflite.ActivationFunctionType import ActivationFunctionType
+
+    result = graph.tensors[operator.outputs[0]]
+    if operator.options.FusedActivationFunction() != ActivationFunctionType.NONE:
+        raise _fail(graph, operator, "has a fused activation")
+    axis = operator.options.Axis() % len(result.shape)
+    element_bytes, block_bytes = 0, []
+    for t in operator.inputs:
+        source = graph.tensors[t]
+        element_bytes = _movable(graph, operator, source, result)
+        block_bytes.append(math.prod(source.shape[axis:]) * element_bytes)
+    outer = math.prod(result.shape[:axis])
+    if outer * sum(block_bytes) != result.nbytes:
+        raise _fail(graph, operator, f"does not add up to its output's shape {list(result.shape)}")
+    sizes = _constant(operator.index, "bytes", np.array(block_bytes, np.int32), "int32_t")
+    return _layer(graph, operator, "ek_concat", list(operator.inputs), constants=[sizes],
+                  args=[Arg("int", value=outer), Arg("int", value=len(block_bytes)), Arg("constant", value=sizes.symbol),
+                        Arg("tensors", value=list(operator.inputs)), Arg("tensor", operator.outputs[0], c_type="void")])
+
+
+# ---------- per-element functions and reductions ----------
+
+
+def _elements(tensor: Tensor) -> int:
+    return math.prod(tensor.shape)
+
+
+def _lookup_layer(graph: Graph, operator: Operator, table: np.ndarray) -> Layer:
+    """An int8 -> int8 function of one value as the 256-entry table ek_lookup_s8 reads (in place when legal)."""
+    source = graph.tensors[operator.inputs[0]]
+    constant = _constant(operator.index, "table", table.astype(np.int8), "int8_t")
+    return _layer(graph, operator, "ek_lookup_s8", [operator.inputs[0]], constants=[constant],
+                  args=[Arg("constant", value=constant.symbol), Arg("int", value=_elements(source)),
+                        Arg("tensor", operator.inputs[0], const=True), Arg("tensor", operator.outputs[0])],
+                  in_place=True)
+
+
+def logistic(graph: Graph, operator: Operator) -> Layer:
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, source, result)
+    if result.zero_point != -128 or float(result.scale) != 1 / 256:
+        raise _fail(graph, operator, "has an output quantization other than scale 1/256, zero point -128")
+    return _lookup_layer(graph, operator, fx.logistic_table(source.scale, source.zero_point))
+
+
+def hard_swish(graph: Graph, operator: Operator) -> Layer:
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, source, result)
+    try:
+        table = fx.hard_swish_table(source.scale, source.zero_point, result.scale, result.zero_point)
+    except ValueError as err:
+        raise _fail(graph, operator, f"has a {err}") from None
+    return _lookup_layer(graph, operator, table)
+
+
+def quantize(graph: Graph, operator: Operator) -> Layer:
+    """int8 -> int8 (a new scale or zero point) as a table; float32 -> int8 with TFLite's rounding."""
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, result)
+    if source.dtype == "int8" and source.quantized:
+        return _lookup_layer(graph, operator, fx.requantize_table(source.scale, source.zero_point, result.scale,
+                                                                  result.zero_point))
+    if source.dtype != "float32" or len(result.scales) != 1:
+        raise _fail(graph, operator, f"quantizes a {source.dtype} tensor (float32 or int8 expected) per channel or from it")
+    return _layer(graph, operator, "ek_quantize_f32", [operator.inputs[0]],
+                  args=[Arg("int", value=_elements(source)), Arg("int", value=result.zero_point),
+                        Arg("float", value=float(result.scale)), Arg("tensor", operator.inputs[0], c_type="float", const=True),
+                        Arg("tensor", operator.outputs[0])])
+
+
+def dequantize(graph: Graph, operator: Operator) -> Layer:
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, source)
+    if result.dtype != "float32" or len(source.scales) != 1:
+        raise _fail(graph, operator, f"dequantizes to {result.dtype} (float32 expected) or per channel")
+    return _layer(graph, operator, "ek_dequantize_s8", [operator.inputs[0]],
+                  args=[Arg("int", value=_elements(source)), Arg("int", value=source.zero_point),
+                        Arg("float", value=float(source.scale)), Arg("tensor", operator.inputs[0], const=True),
+                        Arg("tensor", operator.outputs[0], c_type="float")])
+
+
+def mean(graph: Graph, operator: Operator) -> Layer:
+    """MEAN over H and W of a 1xHxWxC tensor (keep_dims or not): TFLite Micro's QuantizedMeanOrSum (for any
+    quantization, the input's own included), its multiplier rescaled by 1 / (H * W) at build time as
+    TFLite Micro does at run time."""
+    source, result = graph.tensors[operator.inputs[0]], graph.tensors[operator.outputs[0]]
+    _int8(graph, operator, source, result)
+    axes = sorted({int(a) % max(len(source.shape), 1) for a in _constant_values(graph, operator, 1, "axes").reshape(-1)})
+    if len(source.shape) != 4 or source.shape[0] != 1 or axes != [1, 2]:
+        raise _fail(graph, operator, f"reduces axes {axes} of shape {list(source.shape)} (axes 1 and 2 of 1xHxWxC "
+                                     f"expected)")
+    in_h, in_w, channels = source.shape[1:]
+    count = in_h * in_w
+    multiplier, shift = fx.quantize_multiplier(float(source.scale) / float(result.scale))
+    extra = min(count.bit_length() - 1, 32, 31 + shift)
+    multiplier, shift = (multiplier << extra) // count, shift - extra
+    params = {"in_h": in_h, "in_w": in_w, "channels": channels, "input_offset": -source.zero_point,
+              "output_offset": result.zero_point, "multiplier": multiplier, "shift": shift}
+    return _layer(graph, operator, "ek_mean_hw_s8", [operator.inputs[0]], params_type="ek_mean_params", params=params,
+                  args=[Arg("params"), Arg("tensor", operator.inputs[0], const=True), Arg("tensor", operator.outputs[0])])
 
 
 LOWERINGS: dict[str, Callable[[Graph, Operator], Layer]] = {
@@ -377,4 +616,16 @@ LOWERINGS: dict[str, Callable[[Graph, Operator], Layer]] = {
     "MUL": mul,
     "SOFTMAX": softmax,
     "RESHAPE": reshape,
+    "SQUEEZE": reshape,
+    "EXPAND_DIMS": reshape,
+    "TRANSPOSE": transpose,
+    "STRIDED_SLICE": strided_slice,
+    "PAD": pad,
+    "PADV2": pad,
+    "CONCATENATION": concatenation,
+    "LOGISTIC": logistic,
+    "HARD_SWISH": hard_swish,
+    "QUANTIZE": quantize,
+    "DEQUANTIZE": dequantize,
+    "MEAN": mean,
 }
