@@ -1,4 +1,5 @@
-"""Format conversion: Keras/SavedModel -> float32 TFLite, Keras/SavedModel/TFLite -> ONNX.
+"""Format conversion: Keras/SavedModel -> float32 TFLite, Keras/SavedModel/TFLite -> ONNX (tf2onnx), PyTorch -> ONNX
+(torch.onnx.export: the dynamo exporter for a torch.export program, the TorchScript exporter for TorchScript).
 
 Converters write only into `out_dir`, atomically (a temporary name, then a rename), and give the same
 bytes for the same model. Each returns load_model() of the file it wrote.
@@ -10,7 +11,7 @@ from pathlib import Path
 
 from ..atomic import atomic_file
 from ..errors import BadInput, BuildError, reason
-from ..model import ModelInfo, TensorInfo, load_model
+from ..model import TORCH_FORMATS, ModelInfo, TensorInfo, load_model
 
 ONNX_OPSET = 17  # supported by tf2onnx 1.17, ONNX Runtime and TVM's ONNX frontend
 
@@ -38,13 +39,13 @@ def to_tflite(info: ModelInfo, out_dir: Path) -> ModelInfo:
 
 
 def to_onnx(info: ModelInfo, out_dir: Path) -> ModelInfo:
-    """An .onnx (opset 17) converted with tf2onnx; an .onnx passes through."""
+    """An .onnx (opset 17) converted with tf2onnx or torch.onnx.export; an .onnx passes through."""
     if info.format == "onnx":
         return info
     target = Path(out_dir) / f"{info.stem}.onnx"
     try:
         with atomic_file(target) as temporary:
-            _run_tf2onnx(info, temporary)
+            (_run_torch_onnx_export if info.format in TORCH_FORMATS else _run_tf2onnx)(info, temporary)
     except BuildError:
         raise
     except Exception as err:  # tf2onnx surfaces TensorFlow's and its own many error types
@@ -84,6 +85,31 @@ def _run_tf2onnx(info: ModelInfo, output: Path) -> None:
         raise BuildError(
             f"tf2onnx turned {info.path} into an ONNX model ONNX Runtime cannot load: {reason(err)}."
         ) from None
+
+
+def _run_torch_onnx_export(info: ModelInfo, output: Path) -> None:
+    """torch.onnx.export at the pinned shapes, inputs and outputs named as ModelInfo names them. TorchScript goes
+    through the TorchScript-based exporter: the dynamo exporter takes nn.Modules and exported programs only."""
+    import onnx
+    import torch
+
+    from ..model.torch_model import load_program
+    from .onnx_canonical import canonicalize
+
+    program = load_program(info.path, info.format)
+    example = tuple(torch.zeros(t.shape, dtype=getattr(torch, t.dtype)) for t in info.inputs)
+    names = {"input_names": [t.name for t in info.inputs], "output_names": [t.name for t in info.outputs]}
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated; both warn about what they skip
+        warnings.simplefilter("ignore")
+        if info.format == "torch-export":
+            exported = torch.onnx.export(program, example, dynamo=True, opset_version=ONNX_OPSET, verbose=False,
+                                         optimize=True, **names)
+            model = exported.model_proto
+        else:
+            torch.onnx.export(program, example, str(output), dynamo=False, opset_version=ONNX_OPSET, **names)
+            model = onnx.load(str(output))
+    canonicalize(model)
+    onnx.save(model, str(output))
 
 
 def _rename_outputs(graph, names: list[str]) -> None:
