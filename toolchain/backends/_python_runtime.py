@@ -26,10 +26,11 @@ class PythonRuntimeBackend:
     format: str  # the one model format this runtime executes
     package: str  # PyPI distribution the board needs
     env: tuple[tuple[str, str], ...] = ()  # environment the runner script needs on the board
+    int16_activations: bool = False  # BackendCaps.int16_activations
 
     @property
     def caps(self) -> BackendCaps:
-        return BackendCaps(formats=(self.format,))
+        return BackendCaps(formats=(self.format,), int16_activations=self.int16_activations)
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         # Both runtimes execute every builtin op of their format; only custom ops need extra kernels

@@ -105,7 +105,8 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
 
     # Before the default model is built: option mistakes fail at once.
     quantization = quantization_plan(opts.quantize, opts.quantize_io, opts.calibration, opts.eval_data, opts.model,
-                                     backend, has_data=opts.data is not None or opts.model is None)
+                                     backend, has_data=opts.data is not None or opts.model is None,
+                                     accuracy_budget=opts.accuracy_budget)
     data = opts.data
     if opts.model is None:
         from ..model.default import default_model
