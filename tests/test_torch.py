@@ -106,6 +106,7 @@ def test_torchscript_needs_and_takes_input_shapes(torch_models):
     ("rpi4", "onnxruntime", "residual.pt2"),
     ("host", "onnxruntime", "cnn.pt"),  # the TorchScript ONNX exporter
     ("rpi4", "tvm", "cnn.pt"),
+    ("host", "executorch", "cnn.pt2"),  # lowered to .pte with the XNNPACK partitioner
 ])
 def test_builds_validate_against_pytorch(torch_models, tmp_path, target, backend, model):
     shapes = {"image": (1, 3, 16, 16)} if model.endswith(".pt") else {}
@@ -114,7 +115,7 @@ def test_builds_validate_against_pytorch(torch_models, tmp_path, target, backend
     validation = result.report["validation"]
     assert validation["passed"] and validation["reference"] == "torch", validation
     assert validation["max_abs_error"] < 1e-4
-    expected = "torch-export" if (backend, model.endswith(".pt2")) == ("tvm", True) else "onnx"
+    expected = "torch-export" if backend in ("tvm", "executorch") and model.endswith(".pt2") else "onnx"
     assert result.report["model"]["compiled_format"] == expected
     assert "torch" in result.report["toolchain"]
 
@@ -162,3 +163,27 @@ def test_bad_pytorch_files_exit_2(torch_models, tmp_path):
         assert sentence in message and ("torch.export.save(" in message or "readable" in sentence), message
         assert len(message.splitlines()) == 1 and "Traceback" not in result.stderr
         assert path.read_bytes() == before
+
+
+@pytest.mark.parametrize("target", ["host", "rpi4"])
+def test_auto_builds_an_exported_cnn_with_executorch_among_the_candidates(torch_models, tmp_path, target):
+    from toolchain.target.profile import load_target
+
+    result = build(BuildOptions(target=target, model=torch_models["cnn.pt2"], backend="auto", out=tmp_path / "b",
+                                samples=4))
+    assert result.report["validation"]["passed"]
+    profile = load_target(target)
+    if target == "host":
+        assert "executorch" in profile.backends
+    else:  # said why, where a user asks for it
+        assert "libtorch" in profile.unavailable_backends["executorch"]
+        with pytest.raises(BadInput, match="backend 'executorch' does not serve target 'rpi4'"):
+            build(BuildOptions(target=target, model=torch_models["cnn.pt2"], backend="executorch",
+                               out=tmp_path / "e"))
+
+
+def test_executorch_refuses_torchscript(torch_models, tmp_path):
+    with pytest.raises(BadInput, match="backend 'executorch' compiles torch-export models and cannot take a "
+                                       "torchscript model"):
+        build(BuildOptions(target="host", model=torch_models["cnn.pt"], backend="executorch", out=tmp_path / "b",
+                           input_shapes={"image": (1, 3, 16, 16)}))
