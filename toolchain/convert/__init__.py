@@ -9,6 +9,8 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import atomic_file
 from ..errors import BadInput, BuildError, reason
 from ..model import TORCH_FORMATS, ModelInfo, TensorInfo, load_model
@@ -97,7 +99,7 @@ def _run_torch_onnx_export(info: ModelInfo, output: Path) -> None:
     from .onnx_canonical import canonicalize
 
     program = load_program(info.path, info.format)
-    example = tuple(torch.zeros(t.shape, dtype=getattr(torch, t.dtype)) for t in info.inputs)
+    example = tuple(torch.from_numpy(np.zeros(t.shape, dtype=t.dtype)) for t in info.inputs)
     names = {"input_names": [t.name for t in info.inputs], "output_names": [t.name for t in info.outputs]}
     with warnings.catch_warnings():  # the TorchScript exporter is deprecated; both warn about what they skip
         warnings.simplefilter("ignore")
@@ -119,6 +121,34 @@ def _rename_outputs(graph, names: list[str]) -> None:
     for node in graph.node:
         node.input[:] = [renamed.get(n, n) for n in node.input]
         node.output[:] = [renamed.get(n, n) for n in node.output]
+
+
+def tflite_converter(info: ModelInfo, mode: str, calibration: np.ndarray | None = None, io: str = "float"):
+    """TensorFlow's TFLiteConverter for a Keras or SavedModel model, set for `mode` (fp16, dynamic, int8 with int8
+    or float inputs and outputs, int16x8); int8 and int16x8 calibrate on `calibration`."""
+    import tensorflow as tf
+
+    from ..model.tf_model import concrete_function
+
+    function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode in ("int8", "int16x8", "mixed"):
+        converter.representative_dataset = lambda: ([sample] for sample in calibration)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if mode == "int16x8"
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if (mode, io) == ("int8", "int8"):
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter
+
+
+def write_tflite(flatbuffer: bytes, target: Path, source: ModelInfo) -> ModelInfo:
+    with atomic_file(target) as temporary:
+        temporary.write_bytes(flatbuffer)
+    return _reload(target, source)
 
 
 def _reload(target: Path, source: ModelInfo) -> ModelInfo:

@@ -38,7 +38,7 @@ def mixed_tflite(source: ModelInfo, float_model: ModelInfo, out_dir: Path, calib
     if eval_data is None or labelled_split(eval_data) is None:
         raise BadInput("--quantize mixed measures accuracy and needs labelled data: --eval-data FILE.npz (arrays x "
                        "and y, or x_test and y_test), or --data with labels.")
-    from .quantize import write_tflite
+    from . import write_tflite
 
     progress(f"measuring each layer's sensitivity to int8 on {min(len(calibration), DEBUG_SAMPLES)} calibration "
              "samples (LiteRT's QuantizationDebugger, then one layer at a time in int8)")
@@ -97,7 +97,7 @@ def _debugger(source: ModelInfo, calibration: np.ndarray, denylisted: list[str])
     """LiteRT's QuantizationDebugger on the int8 converter (float inputs and outputs), `denylisted` nodes in float."""
     import tensorflow as tf
 
-    from .quantize import tflite_converter
+    from . import tflite_converter
 
     samples = calibration[:DEBUG_SAMPLES]
     options = tf.lite.experimental.QuantizationDebugOptions(
@@ -108,7 +108,7 @@ def _debugger(source: ModelInfo, calibration: np.ndarray, denylisted: list[str])
 
 
 def _sensitivity(source: ModelInfo, calibration: np.ndarray) -> list[dict]:
-    """Every quantized layer's output, most sensitive first: {layer, node, op, relative_rmse, rmse_steps}."""
+    """Every quantized layer's output, in the model's order: {layer, node, op, relative_rmse, rmse_steps}."""
     try:
         with warnings.catch_warnings():  # the debugger runs tf.lite.Interpreter, deprecated, and warns so
             warnings.simplefilter("ignore")
@@ -138,7 +138,7 @@ def _rank_one_at_a_time(source: ModelInfo, float_model: ModelInfo, calibration: 
     """Add each layer's "output_error_alone" (the model's outputs with only that layer in int8, their RMS error
     over the float model's RMS) and sort `layers` by it, most sensitive first."""
     from ..model.reference import reference_outputs
-    from .quantize import write_tflite
+    from . import write_tflite
 
     samples = calibration[:DEBUG_SAMPLES]
     expected = reference_outputs(float_model, [samples])

@@ -21,7 +21,7 @@ from ..errors import BadInput, BuildError, reason
 from ..model import TORCH_FORMATS, ModelInfo, model_format, model_sha256
 from ..model.data import CALIBRATION_KEYS, load_npz
 from ..pipeline.validate import FLOAT_TOLERANCE
-from . import _reload
+from . import _reload, tflite_converter, write_tflite
 
 MODES = ("none", "fp16", "dynamic", "int8", "int16x8", "mixed")
 CALIBRATED = ("int8", "int16x8", "mixed")  # modes that need calibration data
@@ -228,34 +228,6 @@ def to_quantized_tflite(info: ModelInfo, out_dir: Path, mode: str, calibration: 
     except Exception as err:  # the converter raises many types (ConverterError, ValueError, ...)
         raise BuildError(f"quantizing {info.path} to {mode} failed: {reason(err)}.") from None
     return write_tflite(flatbuffer, Path(out_dir) / f"{info.stem}_{mode}.tflite", info)
-
-
-def tflite_converter(info: ModelInfo, mode: str, calibration: np.ndarray | None = None, io: str = "float"):
-    """TensorFlow's TFLiteConverter for a Keras or SavedModel model, set for `mode` (fp16, dynamic, int8 with int8
-    or float inputs and outputs, int16x8); int8 and int16x8 calibrate on `calibration`."""
-    import tensorflow as tf
-
-    from ..model.tf_model import concrete_function
-
-    function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range
-    if mode == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif mode in ("int8", "int16x8", "mixed"):
-        converter.representative_dataset = lambda: ([sample] for sample in calibration)
-        converter.target_spec.supported_ops = [
-            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if mode == "int16x8"
-            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if (mode, io) == ("int8", "int8"):
-            converter.inference_input_type = converter.inference_output_type = tf.int8
-    return converter
-
-
-def write_tflite(flatbuffer: bytes, target: Path, source: ModelInfo) -> ModelInfo:
-    with atomic_file(target) as temporary:
-        temporary.write_bytes(flatbuffer)
-    return _reload(target, source)
 
 
 def to_quantized_onnx(info: ModelInfo, out_dir: Path, mode: str,

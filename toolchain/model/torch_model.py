@@ -25,10 +25,10 @@ TORCHSCRIPT_INPUT_DTYPE = "float32"
 def read_torch(path: Path, sha256: str, fmt: str, input_shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
     """ModelInfo of a torch.export program ("torch-export") or a TorchScript module ("torchscript"); the model runs
     once on zeros at the pinned shapes for its outputs and MACs (PyTorch's FLOP counter: 2 FLOPs per MAC)."""
+    program = load_program(path, fmt)  # a file that is no PyTorch archive is refused before torch loads
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    program = load_program(path, fmt)
     declared = _exported_inputs(program) if fmt == "torch-export" else _script_inputs(path, program)
     check_input_names(path, input_shapes, list(declared))
     unshaped = [name for name, (dims, _) in declared.items() if dims is None and name not in input_shapes]
@@ -37,7 +37,7 @@ def read_torch(path: Path, sha256: str, fmt: str, input_shapes: dict[str, tuple[
                        f"{unshaped[0]}:1x3x32x32 (one per input: {', '.join(unshaped)}).")
     inputs = [TensorInfo(name, pin_shape(path, name, dims, input_shapes.get(name)), dtype)
               for name, (dims, dtype) in declared.items()]
-    zeros = [torch.zeros(t.shape, dtype=getattr(torch, t.dtype)) for t in inputs]
+    zeros = [torch.from_numpy(np.zeros(t.shape, dtype=t.dtype)) for t in inputs]
     try:
         with torch.no_grad(), FlopCounterMode(display=False) as counter:
             results = torch_callable(program)(*zeros)
@@ -66,15 +66,16 @@ def load_program(path: Path, fmt: str):
 
 @lru_cache(maxsize=4)
 def _load_program(path: Path, fmt: str, mtime_ns: int, size: int):
-    import torch
-
     try:
-        names = zipfile.ZipFile(path).namelist()
+        with zipfile.ZipFile(path) as archive:
+            names = archive.namelist()
     except (zipfile.BadZipFile, OSError) as err:
         raise BadInput(f"{path} is not a PyTorch archive ({reason(err)}); {EXPORT_HINT}.") from None
     if fmt == "torchscript" and not any("/code/" in name for name in names):
         raise BadInput(f"{path} is a pickled PyTorch object (torch.save), not TorchScript, and loading it would run "
                        f"its pickle; {EXPORT_HINT}.")
+    import torch
+
     try:
         if fmt == "torch-export":
             return torch.export.load(str(path))
