@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine with Python 3.11 (root or sudo):
-# apt toolchains, .venv with edgeyard and its dev extras, and the target-architecture TVM runtimes.
+# apt toolchains, .venv with edgeyard and its dev, torch and executorch extras, and the target-architecture TVM runtimes.
 # A second run checks and skips; it takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -37,7 +37,12 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   say "installing edgeyard and its dependencies into .venv (TensorFlow, TVM, LiteRT, ONNX Runtime: a few minutes the first time)"
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e '.[dev,scaleout]'
+  # PyTorch's CPU build first: PyPI's default Linux torch is a CUDA build with gigabytes of NVIDIA libraries, and
+  # the CPU index's 2.13.0+cpu outranks PyPI's 2.13.0 (a local version). --retries 0: where only PyPI is reachable
+  # (a mirror with the CPU wheel among its find-links) the unreachable index costs a second, not minutes.
+  .venv/bin/python -m pip install -q --no-deps --retries 0 --timeout 30 \
+    --extra-index-url "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}" 'torch==2.13.*'
+  .venv/bin/python -m pip install -q -e '.[dev,scaleout,torch,executorch]'
   echo "$want" > "$stamp"
 else
   say ".venv is up to date with pyproject.toml"

@@ -45,7 +45,11 @@ HELP = {
     "data": ".npz with x/y (or x_test/y_test) for validation inputs and accuracy",
     "samples": "validation samples (default 32)",
     "threads": "inference threads on the target (default 1)",
-    "quantize": "none (default), fp16, dynamic (int8 weights) or int8 (full integer, calibrated)",
+    "quantize": "none (default), fp16, dynamic (int8 weights), int8 (full integer, calibrated), int16x8 (16-bit "
+                "activations, int8 weights; litert) or mixed (int8 but the most sensitive layers float, within "
+                "--accuracy-budget)",
+    "accuracy_budget": "--quantize mixed: accuracy drop allowed on the labelled data, in percentage points "
+                       "(default 0.5)",
     "quantize_io": "--quantize int8: int8 (default for TFLite) or float (ONNX: always float) inputs and outputs",
     "calibration": "--quantize int8 calibration inputs: .npz (x_train, x or x_test), .npy or a folder of them "
                    "(default: --data, or the default model's training split)",
@@ -61,7 +65,7 @@ HELP = {
 VERBOSE = {"verbose": "show TensorFlow's, LiteRT's and ONNX Runtime's own log lines on the terminal (by default they "
                       "go to third-party.log in the build folder)"}
 ALLOW_UNSIGNED = "accept a build without a signature (its files are still checked against its manifest)"
-QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data")  # build and bench only
+QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data", "accuracy_budget")  # build and bench only
 # How `bench` and `deploy` reach a real board.
 BOARD_HELP = {
     "host": "run on a Linux board over SSH: [USER@]ADDRESS",
@@ -103,14 +107,14 @@ def _with_progress(action, debug: bool, verbose: bool, folder_of=lambda result: 
 @task(help={**HELP, **VERBOSE}, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, debug=False, verbose=False):
+          set=None, signing_key=None, accuracy_budget=None, debug=False, verbose=False):
     """Build, run, validate and time a model for a target; writes report.json, report.md, report.html,
     provenance.json (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
-                               signing_key)
+                               signing_key, accuracy_budget)
     result = _with_progress(lambda progress: run_build(opts(), progress), debug, verbose,
                             lambda built: None if built.cached else built.out_dir)
     from toolchain.pipeline import report
@@ -123,14 +127,14 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          signing_key=None, debug=False, verbose=False):
+          signing_key=None, accuracy_budget=None, debug=False, verbose=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
-                               eval_data, signing_key)
+                               eval_data, signing_key, accuracy_budget)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _with_progress(lambda progress: compare_backends(opts(), runs, warmup, progress=progress,

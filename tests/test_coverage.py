@@ -50,7 +50,8 @@ def test_auto_with_every_backend_failing_names_each_reason(tmp_path, hybrid_tfli
                               "litert: validation failed for litert on host: output")
     assert "; onnxruntime: validation failed for onnxruntime on host: output" in message
     assert failure.value.exit_code == 1  # validation failures among them: a build failure, not bad input
-    assert [a["backend"] for a in failure.value.attempts] == ["tvm", "litert", "onnxruntime"]
+    assert "; executorch: " in message and "cannot take a tflite model" in message
+    assert [a["backend"] for a in failure.value.attempts] == ["tvm", "litert", "onnxruntime", "executorch"]
     assert list(tmp_path.iterdir()) == []
 
 

@@ -178,7 +178,8 @@ def test_tflite_and_onnx_reading_does_not_import_tensorflow(tf_models, onnx_path
         pytest.param("garbage.tflite", b"\x00\x01 certainly not a flatbuffer" * 10, "is not a TFLite model",
                      marks=pytest.mark.fast),
         ("garbage.onnx", b"\xff\xfe\x00 certainly not a protobuf" * 10, "is not a valid ONNX model"),
-        pytest.param("weights.pt", b"torch", "unknown model format '.pt'", marks=pytest.mark.fast),
+        pytest.param("weights.bin", b"torch", "unknown model format '.bin'", marks=pytest.mark.fast),
+        pytest.param("weights.pt", b"torch", "is not a PyTorch archive", marks=pytest.mark.fast),  # before torch loads
         pytest.param("folder", "dir", "without saved_model.pb", marks=pytest.mark.fast),
         ("garbage.keras", b"not a zip", "cannot be loaded as a Keras model"),
     ],

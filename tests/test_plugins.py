@@ -12,7 +12,7 @@ from conftest import PROJECT_ROOT
 pytestmark = pytest.mark.fast
 
 REGISTRIES = {
-    "toolchain.backends": ["hls4ml", "kernels", "litert", "onnxruntime", "tvm", "vela"],
+    "toolchain.backends": ["executorch", "hls4ml", "kernels", "litert", "onnxruntime", "tvm", "vela"],
     "toolchain.runners": ["cuda", "csim", "host", "qemu-system", "qemu-user", "ssh", "tvm-rpc"],
     "toolchain.boards.flashers": ["gdb", "openocd", "pyocd", "st-flash"],
 }

@@ -233,7 +233,7 @@ def test_bad_quantize_options_exit_2(tmp_path, tiny_tflite, prototypes_onnx):
     unlabelled = tmp_path / "unlabelled.npz"
     np.savez(unlabelled, x_test=np.zeros((2, 64), np.float32))
     cases = [
-        (["--model", model, "--quantize", "int4"], "--quantize takes none, fp16, dynamic, int8, not 'int4'"),
+        (["--model", model, "--quantize", "int4"], "--quantize takes none, fp16, dynamic, int8, int16x8, mixed, not 'int4'"),
         (["--model", model, "--quantize", "int8"], "--quantize int8 needs calibration data"),
         (["--model", model, "--quantize", "int8", "--calibration", str(tmp_path / "missing.npz")],
          "missing.npz: calibration data not found"),

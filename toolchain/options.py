@@ -29,10 +29,11 @@ class BuildOptions:
     data: Path | None = None  # .npz with x/y (or x_test/y_test) for validation inputs and accuracy
     samples: int = DEFAULT_SAMPLES
     threads: int = 1
-    quantize: str | None = None  # none, fp16, dynamic or int8 (post-training); None: none (int8 for int8-only backends)
+    quantize: str | None = None  # none, fp16, dynamic, int8, int16x8 or mixed; None: none (int8 for int8-only backends)
     quantize_io: str | None = None  # int8: "int8" or "float" inputs and outputs (None: int8 for TFLite, float for ONNX)
     calibration: Path | None = None  # int8 calibration inputs: .npz, .npy or a folder of them (None: `data`)
     eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
+    accuracy_budget: float | None = None  # --quantize mixed: accuracy drop allowed, in points (None: 0.5)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
     signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
 
@@ -104,7 +105,8 @@ def scheduler_address(text: str | None) -> str | None:
 
 
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
-                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None):
+                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None,
+                  accuracy_budget=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
@@ -118,7 +120,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
                         data=Path(data) if data else None, samples=parse_count("--samples", samples, 1, MAX_SAMPLES),
                         threads=parse_count("--threads", threads, 1, MAX_THREADS), quantize=quantize,
                         quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
-                        eval_data=Path(eval_data) if eval_data else None, settings=settings,
+                        eval_data=Path(eval_data) if eval_data else None, accuracy_budget=accuracy_budget,
+                        settings=settings,
                         signing_key=Path(signing_key) if signing_key else None)
 
 

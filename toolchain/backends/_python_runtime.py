@@ -26,10 +26,16 @@ class PythonRuntimeBackend:
     format: str  # the one model format this runtime executes
     package: str  # PyPI distribution the board needs
     env: tuple[tuple[str, str], ...] = ()  # environment the runner script needs on the board
+    int16_activations: bool = False  # BackendCaps.int16_activations
+    model_suffix: str = ""  # the bundle's model file extension, when it is not the format's name
 
     @property
     def caps(self) -> BackendCaps:
-        return BackendCaps(formats=(self.format,))
+        return BackendCaps(formats=(self.format,), int16_activations=self.int16_activations)
+
+    def write_model(self, request: CompileRequest, path) -> None:
+        """The model file the runner script loads: the model itself (a runtime that executes its format)."""
+        shutil.copyfile(request.model.path, path)
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         # Both runtimes execute every builtin op of their format; only custom ops need extra kernels
@@ -38,9 +44,9 @@ class PythonRuntimeBackend:
 
     def compile(self, request: CompileRequest) -> CompileResult:
         out = request.bundle_dir
-        model_file = f"model.{self.format}"
+        model_file = f"model.{self.model_suffix or self.format}"
         script = f"run_{self.name}.py"
-        shutil.copyfile(request.model.path, out / model_file)
+        self.write_model(request, out / model_file)
         render(
             "python_runner.py.j2",
             out / script,

@@ -21,6 +21,7 @@ class BackendCaps:
 
     formats: tuple[str, ...]  # model formats it compiles, most preferred first ("tflite", "onnx")
     needs_int8: bool = False  # compiles full-integer int8 models only: a float Keras model is quantized first
+    int16_activations: bool = False  # runs TFLite's 16-bit activation, 8-bit weight ops (--quantize int16x8)
     # The reference framework the backend is bit-exact with (toolchain/model/reference.py: "tflite-micro" for
     # TFLite models); None: the model format's default (litert for .tflite).
     reference: str | None = None

@@ -5,4 +5,6 @@ from ._python_runtime import PythonRuntimeBackend
 
 register(PythonRuntimeBackend(
     name="litert", runtime_label="LiteRT", format="tflite", package="ai-edge-litert",
+    # Its reference kernels run 16-bit activations with 8-bit weights (XNNPACK leaves those ops to them).
+    int16_activations=True,
 ))

@@ -1,4 +1,5 @@
-"""Format conversion: Keras/SavedModel -> float32 TFLite, Keras/SavedModel/TFLite -> ONNX.
+"""Format conversion: Keras/SavedModel -> float32 TFLite, Keras/SavedModel/TFLite -> ONNX (tf2onnx), PyTorch -> ONNX
+(torch.onnx.export: the dynamo exporter for a torch.export program, the TorchScript exporter for TorchScript).
 
 Converters write only into `out_dir`, atomically (a temporary name, then a rename), and give the same
 bytes for the same model. Each returns load_model() of the file it wrote.
@@ -8,9 +9,11 @@ import warnings
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 from ..atomic import atomic_file
 from ..errors import BadInput, BuildError, reason
-from ..model import ModelInfo, TensorInfo, load_model
+from ..model import TORCH_FORMATS, ModelInfo, TensorInfo, load_model
 
 ONNX_OPSET = 17  # supported by tf2onnx 1.17, ONNX Runtime and TVM's ONNX frontend
 
@@ -38,13 +41,13 @@ def to_tflite(info: ModelInfo, out_dir: Path) -> ModelInfo:
 
 
 def to_onnx(info: ModelInfo, out_dir: Path) -> ModelInfo:
-    """An .onnx (opset 17) converted with tf2onnx; an .onnx passes through."""
+    """An .onnx (opset 17) converted with tf2onnx or torch.onnx.export; an .onnx passes through."""
     if info.format == "onnx":
         return info
     target = Path(out_dir) / f"{info.stem}.onnx"
     try:
         with atomic_file(target) as temporary:
-            _run_tf2onnx(info, temporary)
+            (_run_torch_onnx_export if info.format in TORCH_FORMATS else _run_tf2onnx)(info, temporary)
     except BuildError:
         raise
     except Exception as err:  # tf2onnx surfaces TensorFlow's and its own many error types
@@ -86,6 +89,31 @@ def _run_tf2onnx(info: ModelInfo, output: Path) -> None:
         ) from None
 
 
+def _run_torch_onnx_export(info: ModelInfo, output: Path) -> None:
+    """torch.onnx.export at the pinned shapes, inputs and outputs named as ModelInfo names them. TorchScript goes
+    through the TorchScript-based exporter: the dynamo exporter takes nn.Modules and exported programs only."""
+    import onnx
+    import torch
+
+    from ..model.torch_model import load_program
+    from .onnx_canonical import canonicalize
+
+    program = load_program(info.path, info.format)
+    example = tuple(torch.from_numpy(np.zeros(t.shape, dtype=t.dtype)) for t in info.inputs)
+    names = {"input_names": [t.name for t in info.inputs], "output_names": [t.name for t in info.outputs]}
+    with warnings.catch_warnings():  # the TorchScript exporter is deprecated; both warn about what they skip
+        warnings.simplefilter("ignore")
+        if info.format == "torch-export":
+            exported = torch.onnx.export(program, example, dynamo=True, opset_version=ONNX_OPSET, verbose=False,
+                                         optimize=True, **names)
+            model = exported.model_proto
+        else:
+            torch.onnx.export(program, example, str(output), dynamo=False, opset_version=ONNX_OPSET, **names)
+            model = onnx.load(str(output))
+    canonicalize(model)
+    onnx.save(model, str(output))
+
+
 def _rename_outputs(graph, names: list[str]) -> None:
     renamed = {value.name: name for value, name in zip(graph.output, names)}
     for value in graph.output:
@@ -93,6 +121,34 @@ def _rename_outputs(graph, names: list[str]) -> None:
     for node in graph.node:
         node.input[:] = [renamed.get(n, n) for n in node.input]
         node.output[:] = [renamed.get(n, n) for n in node.output]
+
+
+def tflite_converter(info: ModelInfo, mode: str, calibration: np.ndarray | None = None, io: str = "float"):
+    """TensorFlow's TFLiteConverter for a Keras or SavedModel model, set for `mode` (fp16, dynamic, int8 with int8
+    or float inputs and outputs, int16x8); int8 and int16x8 calibrate on `calibration`."""
+    import tensorflow as tf
+
+    from ..model.tf_model import concrete_function
+
+    function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range
+    if mode == "fp16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif mode in ("int8", "int16x8", "mixed"):
+        converter.representative_dataset = lambda: ([sample] for sample in calibration)
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8 if mode == "int16x8"
+            else tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        if (mode, io) == ("int8", "int8"):
+            converter.inference_input_type = converter.inference_output_type = tf.int8
+    return converter
+
+
+def write_tflite(flatbuffer: bytes, target: Path, source: ModelInfo) -> ModelInfo:
+    with atomic_file(target) as temporary:
+        temporary.write_bytes(flatbuffer)
+    return _reload(target, source)
 
 
 def _reload(target: Path, source: ModelInfo) -> ModelInfo:

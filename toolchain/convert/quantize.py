@@ -1,4 +1,5 @@
-"""Post-training quantization: a float model -> fp16, dynamic-range or full-integer int8, in the backend's format.
+"""Post-training quantization: a float model -> fp16, dynamic-range, full-integer int8, int16x8 (16-bit activations,
+8-bit weights) or mixed (int8 but for the layers int8 hurts most: convert/mixed.py), in the backend's format.
 
 TFLite (for litert, tvm, vela) comes from TensorFlow's TFLite converter on the Keras or SavedModel
 source; ONNX (for onnxruntime, and tvm given an .onnx) from ONNX Runtime's quantization tools on the
@@ -17,12 +18,14 @@ import numpy as np
 
 from ..atomic import atomic_file
 from ..errors import BadInput, BuildError, reason
-from ..model import ModelInfo, model_format, model_sha256
+from ..model import TORCH_FORMATS, ModelInfo, model_format, model_sha256
 from ..model.data import CALIBRATION_KEYS, load_npz
 from ..pipeline.validate import FLOAT_TOLERANCE
-from . import _reload
+from . import _reload, tflite_converter, write_tflite
 
-MODES = ("none", "fp16", "dynamic", "int8")
+MODES = ("none", "fp16", "dynamic", "int8", "int16x8", "mixed")
+CALIBRATED = ("int8", "int16x8", "mixed")  # modes that need calibration data
+DEFAULT_ACCURACY_BUDGET = 0.5  # --quantize mixed: the accuracy drop allowed, in percentage points
 IO_TYPES = ("int8", "float")
 CALIBRATION_SAMPLES = 200  # the first N samples of the calibration data
 _TF_FORMATS = ("keras", "savedmodel")
@@ -31,6 +34,11 @@ METHODS = {
     ("tflite", "fp16"): "TFLite converter: float16 weights, float32 compute",
     ("tflite", "dynamic"): "TFLite converter: dynamic-range (int8 weights, float activations)",
     ("tflite", "int8"): "TFLite converter: full integer (int8 weights and activations)",
+    ("tflite", "int16x8"): "TFLite converter: 16-bit activations, int8 weights "
+                           "(EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8), float inputs and outputs",
+    ("tflite", "mixed"): "TFLite converter: int8, with the layers most sensitive to int8 (measured by LiteRT's "
+                         "QuantizationDebugger) kept in float until the accuracy drop is within the budget; float "
+                         "inputs and outputs",
     ("onnx", "fp16"): "ONNX Runtime float16 conversion: float16 weights and compute, float32 inputs and outputs",
     ("onnx", "dynamic"): "ONNX Runtime quantize_dynamic: int8 weights in a 7-bit range, activations quantized at "
                          "run time",
@@ -42,15 +50,17 @@ METHODS = {
 class Request:
     """What a build quantizes to, settled from the options before any heavy work."""
 
-    mode: str  # fp16, dynamic or int8
+    mode: str  # fp16, dynamic, int8, int16x8 or mixed
     io: str | None  # int8 mode: "int8" or "float" inputs and outputs; None otherwise
     calibration: Path | None  # --calibration; None: the build's dataset
     eval_data: Path | None  # --eval-data; None: the build's dataset when it has labels
+    accuracy_budget: float | None = None  # mixed: the accuracy drop allowed, in percentage points
 
     def cache_key(self) -> dict:
         return {"mode": self.mode, "io": self.io,
                 "calibration": model_sha256(self.calibration) if self.calibration else None,
-                "eval_data": model_sha256(self.eval_data) if self.eval_data else None}
+                "eval_data": model_sha256(self.eval_data) if self.eval_data else None,
+                "accuracy_budget": self.accuracy_budget}
 
 
 @dataclass(frozen=True)
@@ -60,7 +70,7 @@ class Calibration:
 
 
 def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: Path | None,
-         model_path: Path | None, backend, has_data: bool) -> Request | None:
+         model_path: Path | None, backend, has_data: bool, accuracy_budget=None) -> Request | None:
     """The quantization a build does, or None; BadInput for options that do not fit together.
 
     `model_path` None is the embedded default model (Keras); `has_data` says whether a dataset
@@ -77,16 +87,19 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
         automatic = (backend.caps.needs_int8 and source_format in _TF_FORMATS
                      and (calibration is not None or has_data))
         mode = "int8" if automatic else "none"
+    if accuracy_budget is not None and mode != "mixed":
+        raise BadInput("--accuracy-budget applies only to --quantize mixed.")
     if mode == "none":
         given = [flag for flag, value in (("--quantize-io", io), ("--calibration", calibration),
                                           ("--eval-data", eval_data)) if value is not None]
         if given:
-            raise BadInput(f"{_listed(given)} only with --quantize fp16, dynamic or int8.")
+            raise BadInput(f"{_listed(given)} only with --quantize fp16, dynamic, int8, int16x8 or mixed.")
         return None
-    int8_only = [flag for flag, value in (("--quantize-io", io), ("--calibration", calibration)) if value is not None]
-    if mode != "int8" and int8_only:
-        raise BadInput(f"{_listed(int8_only)} only to --quantize int8; {mode} keeps float32 inputs and outputs "
-                       "and needs no calibration data.")
+    if io is not None and mode != "int8":
+        raise BadInput(f"--quantize-io applies only to --quantize int8; {mode} keeps float32 inputs and outputs.")
+    if calibration is not None and mode not in CALIBRATED:
+        raise BadInput(f"--calibration applies only to --quantize {', '.join(CALIBRATED)}; {mode} needs no "
+                       "calibration data.")
     if source_format == "tflite":
         raise BadInput(f"{model_path}: a .tflite model cannot be requantized; give the Keras or SavedModel model "
                        "it was converted from (or an ONNX model) with --model.")
@@ -94,12 +107,19 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
     if target_format is None:
         raise BadInput(f"--quantize makes TFLite or ONNX models, and backend '{backend.name}' compiles "
                        f"{' or '.join(backend.caps.formats)} models only.")
-    if mode == "int8":
+    if mode in ("int16x8", "mixed") and target_format != "tflite":
+        raise BadInput(f"--quantize {mode} makes TFLite models (from a Keras or SavedModel model), and backend "
+                       f"'{backend.name}' compiles {' or '.join(backend.caps.formats)} models.")
+    if mode == "int16x8" and not backend.caps.int16_activations:
+        raise BadInput(f"backend '{backend.name}' cannot run 16-bit activations (--quantize int16x8); use --backend "
+                       "litert.")
+    if mode in CALIBRATED:
         if calibration is None and not has_data:
-            raise BadInput("--quantize int8 needs calibration data: --calibration PATH (.npz, .npy or a folder of "
+            raise BadInput(f"--quantize {mode} needs calibration data: --calibration PATH (.npz, .npy or a folder of "
                            "them) or --data FILE.npz.")
         if calibration is not None and not Path(calibration).exists():
             raise BadInput(f"{calibration}: calibration data not found.")
+    if mode == "int8":
         if target_format == "onnx" and io == "int8":
             raise BadInput("ONNX Runtime's static quantization keeps float32 inputs and outputs (QDQ); use "
                            "--quantize-io float, or a backend that compiles TFLite for int8 inputs and outputs.")
@@ -112,7 +132,20 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
         if labelled_split(Path(eval_data)) is None:
             raise BadInput(f"{eval_data}: evaluation data needs inputs and their labels: arrays x and y, or x_test "
                            "and y_test.")
-    return Request(mode, io, Path(calibration) if calibration else None, Path(eval_data) if eval_data else None)
+    if mode == "mixed":
+        accuracy_budget = _budget(DEFAULT_ACCURACY_BUDGET if accuracy_budget is None else accuracy_budget)
+    return Request(mode, io, Path(calibration) if calibration else None, Path(eval_data) if eval_data else None,
+                   accuracy_budget)
+
+
+def _budget(value) -> float:
+    try:
+        budget = float(value)
+    except (TypeError, ValueError):
+        budget = -1.0
+    if not 0 <= budget <= 100:  # NaN fails too
+        raise BadInput(f"--accuracy-budget takes percentage points from 0 to 100, not '{value}'.")
+    return budget
 
 
 def _listed(flags: list[str]) -> str:
@@ -123,7 +156,8 @@ def quantized_format(source_format: str, backend) -> str | None:
     """The format a model quantizes to for a backend: the first of its formats the source reaches
     (as build._in_backend_format converts), None when that is neither TFLite nor ONNX."""
     for fmt in backend.caps.formats:
-        if fmt == source_format or (fmt in ("tflite", "onnx") and source_format in _TF_FORMATS):
+        if fmt == source_format or (fmt in ("tflite", "onnx") and source_format in _TF_FORMATS) or (
+                fmt == "onnx" and source_format in TORCH_FORMATS):
             return fmt if fmt in ("tflite", "onnx") else None
     return None
 
@@ -136,15 +170,23 @@ def quantize_for_build(source: ModelInfo, float_model: ModelInfo, request: Reque
     `float_model` is the source in the backend's format: what the quantized model's size and accuracy
     are compared with."""
     calibration = None
-    if request.mode == "int8":
+    if request.mode in CALIBRATED:
         calibration = load_calibration(request.calibration or dataset, float_model)
-        progress(f"quantizing {source.path.name} to int8, calibrated on {calibration.source} "
+        progress(f"quantizing {source.path.name} to {request.mode}, calibrated on {calibration.source} "
                  f"({len(calibration.inputs)} samples)")
     else:
         progress(f"quantizing {source.path.name} to {request.mode}")
     io = request.io or "float"
-    quantized, method = quantize(source, float_model, request.mode, workdir,
-                                 calibration.inputs if calibration else None, io)
+    mixed = None
+    if request.mode == "mixed":
+        from .mixed import mixed_tflite
+
+        quantized, mixed = mixed_tflite(source, float_model, workdir, calibration.inputs, request.eval_data or dataset,
+                                        request.accuracy_budget, progress)
+        method = METHODS["tflite", "mixed"]
+    else:
+        quantized, method = quantize(source, float_model, request.mode, workdir,
+                                     calibration.inputs if calibration else None, io)
     section = {
         "mode": request.mode,
         "method": method,
@@ -157,6 +199,7 @@ def quantize_for_build(source: ModelInfo, float_model: ModelInfo, request: Reque
         # allows what it allows float16 outputs (another runtime may round each step differently).
         "validation_tolerance": ({"float32": FLOAT_TOLERANCE["float16"]}
                                  if (quantized.format, request.mode) == ("onnx", "fp16") else None),
+        "mixed": mixed,  # --quantize mixed: the per-layer sensitivity table and the search (convert/mixed.py)
     }
     return quantized, section
 
@@ -177,30 +220,14 @@ def to_quantized_tflite(info: ModelInfo, out_dir: Path, mode: str, calibration: 
     if info.format not in _TF_FORMATS:
         raise BadInput(f"{info.path}: a {info.format} model cannot be requantized to TFLite; give the Keras or "
                        "SavedModel model it was converted from.")
-    import tensorflow as tf
-
-    from ..model.tf_model import concrete_function
-
-    function = concrete_function(info.path, info.format, info.sha256, tuple(info.inputs))
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([function])
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]  # alone: dynamic-range
-    if mode == "fp16":
-        converter.target_spec.supported_types = [tf.float16]
-    elif mode == "int8":
-        converter.representative_dataset = lambda: ([sample] for sample in calibration)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        if io == "int8":
-            converter.inference_input_type = converter.inference_output_type = tf.int8
+    converter = tflite_converter(info, mode, calibration, io)
     try:
         with warnings.catch_warnings():  # TF warns that int8 inputs come without statistics: calibration gives them
             warnings.simplefilter("ignore", UserWarning)
             flatbuffer = converter.convert()
     except Exception as err:  # the converter raises many types (ConverterError, ValueError, ...)
         raise BuildError(f"quantizing {info.path} to {mode} failed: {reason(err)}.") from None
-    target = Path(out_dir) / f"{info.stem}_{mode}.tflite"
-    with atomic_file(target) as temporary:
-        temporary.write_bytes(flatbuffer)
-    return _reload(target, info)
+    return write_tflite(flatbuffer, Path(out_dir) / f"{info.stem}_{mode}.tflite", info)
 
 
 def to_quantized_onnx(info: ModelInfo, out_dir: Path, mode: str,

@@ -9,13 +9,16 @@ from pathlib import Path
 from ..errors import BadInput
 from .info import ModelInfo, TensorInfo
 
-__all__ = ["ModelInfo", "TensorInfo", "load_model", "model_format", "model_sha256"]
+__all__ = ["TORCH_FORMATS", "ModelInfo", "TensorInfo", "load_model", "model_format", "model_sha256"]
 
-SUFFIX_FORMATS = {".keras": "keras", ".h5": "keras", ".tflite": "tflite", ".onnx": "onnx"}
+SUFFIX_FORMATS = {".keras": "keras", ".h5": "keras", ".tflite": "tflite", ".onnx": "onnx",
+                  ".pt2": "torch-export", ".pt": "torchscript", ".pth": "torchscript"}
+TORCH_FORMATS = ("torch-export", "torchscript")
 
 
 def load_model(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = None) -> ModelInfo:
-    """Read a Keras (.keras/.h5), SavedModel (folder), TFLite or ONNX model.
+    """Read a Keras (.keras/.h5), SavedModel (folder), TFLite, ONNX or PyTorch (.pt2 torch.export program,
+    .pt/.pth TorchScript) model.
 
     Dynamic dimensions (a -1 batch, symbolic ONNX dims) are pinned to 1 unless `input_shapes`
     gives the whole shape for that input name.
@@ -32,6 +35,10 @@ def load_model(path: Path, input_shapes: dict[str, tuple[int, ...]] | None = Non
         from .onnx_reader import read_onnx
 
         return read_onnx(path, sha256, input_shapes)
+    if fmt in TORCH_FORMATS:
+        from .torch_model import read_torch
+
+        return read_torch(path, sha256, fmt, input_shapes)
     from .tf_model import read_keras, read_savedmodel
 
     return (read_savedmodel if fmt == "savedmodel" else read_keras)(path, sha256, input_shapes)
@@ -50,7 +57,7 @@ def model_format(path: Path) -> str:
     if fmt is None:
         raise BadInput(
             f"{path} has an unknown model format {path.suffix or '(no extension)'!r}; "
-            "expected .keras, .h5, .tflite, .onnx or a SavedModel folder."
+            "expected .keras, .h5, .tflite, .onnx, .pt2 (torch.export), .pt or .pth (TorchScript) or a SavedModel folder."
         )
     return fmt
 

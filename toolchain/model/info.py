@@ -45,7 +45,7 @@ class Node:
 @dataclass
 class ModelInfo:
     path: Path
-    format: str  # "keras" (.keras/.h5), "savedmodel", "tflite", "onnx"
+    format: str  # "keras" (.keras/.h5), "savedmodel", "tflite", "onnx", "torch-export" (.pt2), "torchscript"
     sha256: str  # of the file, or of a SavedModel folder's files in path order
     inputs: list[TensorInfo]
     outputs: list[TensorInfo]

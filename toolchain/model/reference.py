@@ -1,7 +1,8 @@
 """Reference outputs: run a model in its own framework, the yardstick a compiled build is validated against.
 
 Keras and SavedModel run in TensorFlow (a SavedModel through its serving signature), TFLite in LiteRT,
-ONNX in ONNX Runtime on the CPU: each format's default reference. A backend may name another one it is
+ONNX in ONNX Runtime on the CPU, PyTorch programs (torch.export, TorchScript) in PyTorch: each format's default
+reference. A backend may name another one it is
 bit-exact with (BackendCaps.reference): "tflite-micro", TFLite Micro's own interpreter (the
 `tflite-micro` wheel's host build of its reference kernels), for TFLite models. On a microcontroller
 target a TFLite model that LiteRT refuses to load (some TFLM example models quantize per channel along
@@ -18,7 +19,8 @@ import numpy as np
 from ..errors import BadInput, BuildError, EdgeyardError, reason, short_reason
 from .info import ModelInfo
 
-FRAMEWORKS = {"keras": "tensorflow", "savedmodel": "tensorflow", "tflite": "litert", "onnx": "onnxruntime"}
+FRAMEWORKS = {"keras": "tensorflow", "savedmodel": "tensorflow", "tflite": "litert", "onnx": "onnxruntime",
+              "torch-export": "torch", "torchscript": "torch"}
 # References a backend may name instead of its format's default, and the format each one reads.
 ALTERNATIVES = {"tflite-micro": "tflite"}
 # The reference that runs a microcontroller target's model when the default one refuses to load it.
@@ -29,6 +31,7 @@ DISTRIBUTIONS = {
     "litert": {"ai-edge-litert": ("ai-edge-litert",)},
     "onnxruntime": {"onnxruntime": ("onnxruntime",)},
     "tflite-micro": {"tflite-micro": ("tflite-micro",)},
+    "torch": {"torch": ("torch",)},
 }
 # TFLite Micro runs in one fixed arena: this one fits any model a microcontroller could hold.
 TFLM_RUN_ARENA_BYTES = 64 * 1024 * 1024
@@ -130,6 +133,10 @@ def _runner(info: ModelInfo, framework: str) -> Runner:
         return _litert_runner(info)
     if framework == "onnxruntime":
         return _onnxruntime_runner(info)
+    if framework == "torch":
+        from .torch_model import reference_runner
+
+        return reference_runner(info)
     return _tensorflow_runner(info)
 
 

@@ -26,7 +26,7 @@ from ..errors import (
     MissingTool,
     short_reason,
 )
-from ..model import model_sha256
+from ..model import TORCH_FORMATS, model_sha256
 from ..model.data import load_npz
 from ..model.info import ModelInfo
 from ..options import MAX_SAMPLES, MAX_THREADS, BuildOptions, parse_count
@@ -105,7 +105,8 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
 
     # Before the default model is built: option mistakes fail at once.
     quantization = quantization_plan(opts.quantize, opts.quantize_io, opts.calibration, opts.eval_data, opts.model,
-                                     backend, has_data=opts.data is not None or opts.model is None)
+                                     backend, has_data=opts.data is not None or opts.model is None,
+                                     accuracy_budget=opts.accuracy_budget)
     data = opts.data
     if opts.model is None:
         from ..model.default import default_model
@@ -137,7 +138,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
-    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF -> ONNX)."""
+    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF or PyTorch -> ONNX)."""
     if info.format in backend.caps.formats:
         return info
     from .. import convert
@@ -146,7 +147,7 @@ def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progre
         if fmt == "tflite" and info.format in ("keras", "savedmodel"):
             progress(f"converting {info.format} to TFLite")
             return convert.to_tflite(info, workdir)
-        if fmt == "onnx" and info.format in ("keras", "savedmodel", "tflite"):
+        if fmt == "onnx" and info.format in ("keras", "savedmodel", "tflite", *TORCH_FORMATS):
             progress(f"converting {info.format} to ONNX")
             return convert.to_onnx(info, workdir)
     raise BadInput(f"{info.path}: backend '{backend.name}' compiles {' or '.join(backend.caps.formats)} models and "

@@ -22,7 +22,8 @@ from ..base import BackendCaps, CompileRequest, CompileResult
 
 class TvmBackend:
     name = "tvm"
-    caps = BackendCaps(formats=("tflite", "onnx"))
+    # A torch.export program imports directly (frontend.torch); TorchScript comes as ONNX.
+    caps = BackendCaps(formats=("tflite", "onnx", "torch-export"))
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         from .frontend import unsupported_ops

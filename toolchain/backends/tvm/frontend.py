@@ -1,5 +1,5 @@
 """The tvm backend's front end, shared by every route: which ops TVM cannot import, the import of a
-TFLite or ONNX model into a checked Relax IRModule, and the tensor types the generated C can pass.
+TFLite, ONNX or torch.export model into a checked Relax IRModule, and the tensor types the generated C can pass.
 
 It imports no route (tvm/__init__.py dispatches to them). tvm is imported inside the functions:
 importing it takes over a second.
@@ -26,12 +26,14 @@ DL_TYPES = {
 
 
 def unsupported_ops(model: ModelInfo) -> list[str]:
-    """Ops of a TFLite or ONNX model that TVM's Relax frontends cannot import; [] when all are fine."""
+    """Ops of a TFLite, ONNX or torch.export model that TVM's Relax frontends cannot import; [] when all are fine."""
     if model.format == "tflite":
         return _tflite_unsupported_ops(model.path)
     if model.format == "onnx":
         return _onnx_unsupported_ops(model.path)
-    raise BadInput(f"backend tvm compiles tflite or onnx models, not {model.format}.")
+    if model.format == "torch-export":
+        return _exported_program_unsupported_ops(model)
+    raise BadInput(f"backend tvm compiles tflite, onnx or torch-export models, not {model.format}.")
 
 
 def _tflite_unsupported_ops(path: Path) -> list[str]:
@@ -90,6 +92,22 @@ def _onnx_unsupported_ops(path: Path) -> list[str]:
     return sorted(unsupported)
 
 
+def _decomposed_program(model: ModelInfo):
+    """The exported program in Core ATen ops, as from_exported_program imports it."""
+    from ...model.torch_model import load_program
+
+    return load_program(model.path, model.format).run_decompositions()
+
+
+def _exported_program_unsupported_ops(model: ModelInfo) -> list[str]:
+    """Core ATen ops (after PyTorch's decompositions) that the Relax importer has no converter for."""
+    from tvm.relax.frontend.torch.exported_program_translator import ExportedProgramImporter
+
+    known = ExportedProgramImporter().convert_map
+    return sorted({f"aten.{node.target.__name__}" for node in _decomposed_program(model).graph.nodes
+                   if node.op == "call_function" and node.target.__name__ not in known})
+
+
 def _import(model: ModelInfo):
     """The model as a Relax IRModule, weights bound as constants, inputs pinned to ModelInfo's shapes."""
     shape_dict = {t.name: list(t.shape) for t in model.inputs}
@@ -102,6 +120,12 @@ def _import(model: ModelInfo):
 
         tflite_model = tflite.Model.GetRootAsModel(model.path.read_bytes(), 0)
         return from_tflite(tflite_model, shape_dict=shape_dict, dtype_dict=dtype_dict, op_converter=Int8OperatorConverter)
+    if model.format == "torch-export":
+        from tvm.relax.frontend.torch import from_exported_program
+
+        # Decomposed already; a one-output program returns its tensor, not a 1-tuple, as the runner expects.
+        return from_exported_program(_decomposed_program(model), run_ep_decomposition=False,
+                                     unwrap_unit_return_tuple=True)
     import onnx
     from tvm.relax.frontend.onnx import from_onnx
 
