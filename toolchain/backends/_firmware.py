@@ -97,7 +97,7 @@ def _tick_counts(target: Target, emulated: bool) -> Fraction:
 def _compile_objects(work: Path, sources: ModelSources, target: Target, gcc: Path) -> dict:
     """Object files: "common" (firmware support and the model) and one harness per image."""
     cpu_flags = target.firmware["cflags"]
-    flags = [*cpu_flags, *cross.C_FLAGS, f"-I{FIRMWARE_DIR}", f"-I{sources.src}", f"-I{sources.src / 'include'}"]
+    flags = [*cpu_flags, *cross.c_flags(sources.src, work), f"-I{FIRMWARE_DIR}", f"-I{sources.src}", f"-I{sources.src / 'include'}"]
 
     def compile_c(source: Path, obj: str, extra: tuple[str, ...] = ()) -> Path:
         cross.run_tool([gcc, *flags, *extra, "-c", source, "-o", obj], cwd=work)
