@@ -83,10 +83,12 @@ def _finish(action, debug: bool):
     return result
 
 
-@task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
+@task(help={**HELP, "check_reproducible": "build a second time in a scratch folder with a scratch cache folder "
+                                           "and name the files that differ (exit 1 when any do)"},
+      iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, debug=False):
+          set=None, signing_key=None, check_reproducible=False, debug=False):
     """Build, run, validate and time a model for a target; writes report.json, report.md, provenance.json
     (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
@@ -94,6 +96,13 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
                                signing_key)
+    if check_reproducible:
+        from toolchain.pipeline.reproducibility import check_reproducible as check
+
+        checked = _finish(lambda: check(opts(), console.ProgressPrinter()), debug)
+        _show(f"reproducible: {len(checked.compared)} files of {checked.first} byte-identical in a second build "
+              "(another folder, another cache folder)")
+        return
     result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
     from toolchain.pipeline import report
 
