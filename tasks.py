@@ -23,12 +23,31 @@ def _usage_errors_exit_2(parse):
         try:
             parse(program)
         except (ParseError, ValueError) as err:
-            raise Exit(f"error: {console.one_line(str(err))} (see invoke --help TASK).", code=2) from None
+            raise Exit(f"error: {_refused_value(err) or console.one_line(str(err))} (see invoke --help TASK).",
+                       code=2) from None
         for context in program.tasks or []:
             if any(arg.value in ("-h", "--help") for arg in context.positional_args):
                 program.print_task_help(context.name)
                 raise Exit(code=0)
     return parse_then_check
+
+
+def _refused_value(err: Exception) -> str | None:
+    """'--samples takes a whole number, not 'abc'' when Invoke's int() or float() refused an option's value: the
+    option is the Argument whose set_value the error came from (Invoke's ValueError does not name it)."""
+    from invoke.parser import Argument
+
+    refused, frame = None, err.__traceback__
+    while frame is not None:  # the innermost frame of Argument.set_value(self, value)
+        argument = frame.tb_frame.f_locals.get("self")
+        if isinstance(argument, Argument) and argument.kind in (int, float) and "value" in frame.tb_frame.f_locals:
+            refused = argument, frame.tb_frame.f_locals["value"]
+        frame = frame.tb_next
+    if refused is None:
+        return None
+    argument, value = refused
+    kind = "a whole number" if argument.kind is int else "a number"
+    return f"--{max(argument.names, key=len).replace('_', '-')} takes {kind}, not {console.printable(str(value))!r}"
 
 
 # Parsing the tasks' arguments happens after Invoke imports this file: the only place to change it.
