@@ -23,12 +23,31 @@ def _usage_errors_exit_2(parse):
         try:
             parse(program)
         except (ParseError, ValueError) as err:
-            raise Exit(f"error: {console.one_line(str(err))} (see invoke --help TASK).", code=2) from None
+            raise Exit(f"error: {_refused_value(err) or console.one_line(str(err))} (see invoke --help TASK).",
+                       code=2) from None
         for context in program.tasks or []:
             if any(arg.value in ("-h", "--help") for arg in context.positional_args):
                 program.print_task_help(context.name)
                 raise Exit(code=0)
     return parse_then_check
+
+
+def _refused_value(err: Exception) -> str | None:
+    """'--samples takes a whole number, not 'abc'' when Invoke's int() or float() refused an option's value: the
+    option is the Argument whose set_value the error came from (Invoke's ValueError does not name it)."""
+    from invoke.parser import Argument
+
+    refused, frame = None, err.__traceback__
+    while frame is not None:  # the innermost frame of Argument.set_value(self, value)
+        argument = frame.tb_frame.f_locals.get("self")
+        if isinstance(argument, Argument) and argument.kind in (int, float) and "value" in frame.tb_frame.f_locals:
+            refused = argument, frame.tb_frame.f_locals["value"]
+        frame = frame.tb_next
+    if refused is None:
+        return None
+    argument, value = refused
+    kind = "a whole number" if argument.kind is int else "a number"
+    return f"--{max(argument.names, key=len).replace('_', '-')} takes {kind}, not {console.printable(str(value))!r}"
 
 
 # Parsing the tasks' arguments happens after Invoke imports this file: the only place to change it.
@@ -104,10 +123,12 @@ def _with_progress(action, debug: bool, verbose: bool, folder_of=lambda result: 
     return result
 
 
-@task(help={**HELP, **VERBOSE}, iterable=["input_shape", "layer_precision", "set"])
+@task(help={**HELP, **VERBOSE, "check_reproducible": "build a second time in a scratch folder with a scratch cache "
+                                                     "folder and name the files that differ (exit 1 when any do)"},
+      iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, accuracy_budget=None, debug=False, verbose=False):
+          set=None, signing_key=None, accuracy_budget=None, check_reproducible=False, debug=False, verbose=False):
     """Build, run, validate and time a model for a target; writes report.json, report.md, report.html,
     provenance.json (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
@@ -115,6 +136,13 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
                                signing_key, accuracy_budget)
+    if check_reproducible:
+        from toolchain.pipeline.reproducibility import check_reproducible as check
+
+        checked = _with_progress(lambda progress: check(opts(), progress), debug, verbose)
+        _show(f"reproducible: {len(checked.compared)} files of {checked.first} byte-identical in a second build "
+              "(another folder, another cache folder)")
+        return
     result = _with_progress(lambda progress: run_build(opts(), progress), debug, verbose,
                             lambda built: None if built.cached else built.out_dir)
     from toolchain.pipeline import report

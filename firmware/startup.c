@@ -46,12 +46,16 @@ __attribute__((section(".vectors"), used)) static void (*const vector_table[16])
     SysTick_Handler,
 };
 
+#define SCB_VTOR (*(volatile uint32_t *)0xE000ED08u)
 #define SCB_CPACR (*(volatile uint32_t *)0xE000ED88u)
 #define SCB_CFSR (*(volatile uint32_t *)0xE000ED28u)
 #define SCB_HFSR (*(volatile uint32_t *)0xE000ED2Cu)
 #define CPACR_CP10_CP11_FULL (0xFu << 20)
 
 void Reset_Handler(void) {
+  /* Exceptions use this image's vector table wherever it is linked: after a bootloader (MCUboot), the
+   * core's table is still the bootloader's. */
+  SCB_VTOR = (uint32_t)vector_table;
 #if defined(__ARM_FP) || defined(__ARM_FEATURE_MVE)
   /* Full access to coprocessors 10 and 11: the FPU (and, on ARMv8.1-M, the vector extension). */
   SCB_CPACR |= CPACR_CP10_CP11_FULL;

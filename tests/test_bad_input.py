@@ -129,6 +129,8 @@ CASES = [
     (["build", "--target", "host", "--set", "tvm_runtime=maybe"], 2),
     (["build", "--target", "host", "--set", "default_backend=litert", "--set", "backends=['tvm']"], 2),
     (["build", "--target", "host", "--set", "memory.ram_bytes.x=1"], 2),
+    (["build", "--target", "nucleo-l4r5zi", "--set", "mcuboot.version=v1"], 2),
+    (["build", "--target", "nucleo-l4r5zi", "--set", "mcuboot.slot_offset=0x200000"], 2),
     # --out: never lose or hide the user's files
     (["build", "--target", "host", "--out", "precious"], 2),
     (["build", "--target", "host", "--out", "notes.txt"], 2),
@@ -202,6 +204,16 @@ def test_bad_environment(env, args, expected, user_folder, capsys, monkeypatch):
     before = snapshot(user_folder)
     code, _, err = run_cli(args, capsys)
     assert_clean_refusal(code, err, expected, before, snapshot(user_folder))
+
+
+@pytest.mark.parametrize("args, sentence", [
+    (["build", "--samples", "abc"], "--samples takes a whole number, not 'abc'"),
+    (["bench", "--runs", "1.5"], "--runs takes a whole number, not '1.5'"),
+    (["prune", "--sparsity", "most"], "--sparsity takes a number, not 'most'"),
+])
+def test_a_value_invoke_cannot_convert_names_its_option(args, sentence, user_folder, capsys):
+    code, _, err = run_cli(args, capsys)
+    assert code == 2 and sentence in err, err
 
 
 def test_help_of_a_task_with_a_positional_argument(user_folder, capsys):

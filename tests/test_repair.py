@@ -16,14 +16,15 @@ from toolchain.errors import BuildError
 from toolchain.model import ModelInfo, TensorInfo, load_model
 
 
-def _save(path, nodes, outputs_width, initializers, opset):
-    """x[batch, 16] -> nodes -> y[batch, outputs_width], with a symbolic batch dimension."""
+def _save(path, nodes, outputs_width, initializers, opset, domains=()):
+    """x[batch, 16] -> nodes -> y[batch, outputs_width], with a symbolic batch dimension; `domains`: other
+    operator sets it imports, (domain, version)."""
     graph = helper.make_graph(
         nodes, path.stem, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 16])],
         [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", outputs_width])], initializer=initializers,
     )
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
-    model.ir_version = helper.find_min_ir_version_for(model.opset_import)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid(*entry) for entry in (("", opset), *domains)])
+    model.ir_version = helper.find_min_ir_version_for(model.opset_import[:1])
     onnx.checker.check_model(model)
     onnx.save(model, path)
     return path
@@ -88,6 +89,18 @@ def test_a_model_without_flaws_is_not_repaired(tmp_path, opset9_slice):
     assert upgraded.path == tmp_path / "slice9.repaired.onnx" and lines[0].startswith("ONNX opset 9 upgraded")
     again, none = repair(upgraded, tmp_path / "again", lambda _: None)  # opset 17, static shapes, nothing to fold
     assert none == [] and again is upgraded and not (tmp_path / "again").exists()
+
+
+def test_an_old_opset_importing_other_domains_is_upgraded(tmp_path):
+    """Exporters list operator sets they do not use (com.microsoft, ai.onnx.ml): the upgrade keeps them, and onnx
+    knows no IR version for com.microsoft's (the upgrade was an internal error)."""
+    model = _save(tmp_path / "domains9.onnx", [helper.make_node("MatMul", ["x", "W"], ["h"]),
+                                               helper.make_node("Relu", ["h"], ["y"])], 8, [_weights()], opset=9,
+                  domains=(("com.microsoft", 1), ("ai.onnx.ml", 2)))
+    upgraded, lines = repair(load_model(model, {"x": (1, 16)}), tmp_path, lambda _: None)
+    assert lines[0] == "ONNX opset 9 upgraded to 17 (onnx.version_converter)"
+    assert {(entry.domain, entry.version) for entry in onnx.load(upgraded.path).opset_import} == {
+        ("", 17), ("com.microsoft", 1), ("ai.onnx.ml", 2)}
 
 
 def test_a_repair_that_changes_results_fails_validation(tmp_path, dynamic_pad, monkeypatch):

@@ -179,3 +179,26 @@ def test_two_concurrent_builds_of_the_same_thing(tiny_onnx, tmp_path):
 
     check_build(tmp_path / "b")
     assert not [p for p in tmp_path.iterdir() if p.name.startswith(".b.")]
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """A 64 KB tmpfs with 4 KB left (skipped where mounting is not allowed: not root, no CAP_SYS_ADMIN)."""
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(disk)], capture_output=True).returncode:
+        pytest.skip("mounting a tmpfs is not allowed here")
+    try:
+        (disk / "filler").write_bytes(bytes(60 * 1024))
+        yield disk
+    finally:
+        subprocess.run(["umount", str(disk)], check=True)
+
+
+def test_a_full_disk_is_one_sentence_naming_the_file_and_leaves_nothing(full_disk, tiny_onnx, capsys, monkeypatch):
+    monkeypatch.chdir(full_disk.parent)
+    before = snapshot(full_disk)
+    code, _, err = run_cli(["build", "--target", "host", "--model", str(tiny_onnx), "--backend", "onnxruntime",
+                            "--out", str(full_disk / "build")], capsys)
+    assert_clean_refusal(code, err, 1, before, snapshot(full_disk))
+    assert "No space left on device" in err and str(full_disk) in err

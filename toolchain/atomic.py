@@ -104,6 +104,10 @@ def atomic_write(path: Path | str, data: str | bytes, mode: int | None = None) -
         if mode is not None:
             temporary.chmod(mode)
         os.replace(temporary, path)
+    except OSError as err:
+        if err.filename is None:  # write() and close() (a full disk) name no file: this is the one
+            raise OSError(err.errno, err.strerror, str(path)) from None
+        raise
     finally:
         temporary.unlink(missing_ok=True)
     return path

@@ -6,6 +6,8 @@ emulator; flash and RAM measured on the board image.
 The bundle:
     firmware.elf, firmware.bin  harness firmware linked for the board's memory map (`invoke flash`)
     firmware-qemu.elf           the same firmware linked for the emulator's (what qemu-system runs)
+    firmware-mcuboot.bin        boards with [mcuboot], signed builds: the firmware linked for MCUboot's
+                                primary slot and signed with imgtool (_mcuboot.py)
     src/                        the model as C for your own firmware: <name>.h (the API), its driver,
                                 kernels and weights, and the harness
     manifest.json               with "memory" (flash and RAM from the board image) and "firmware"
@@ -20,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from .. import bundle, elf
+from . import _mcuboot
 from ..errors import BuildError
 from ..hostenv import cross
 from ..model.info import ModelInfo
@@ -59,6 +62,7 @@ def build_firmware(request: CompileRequest, backend: str, sources: ModelSources,
                    sections: tuple[ReportSection, ...] = ()) -> CompileResult:
     """Compile and link the harness firmware around `sources`; write the manifest."""
     model, target, bundle_dir = request.model, request.target, request.bundle_dir.absolute()
+    mcuboot = None
     with tempfile.TemporaryDirectory(prefix="edgeyard-firmware-") as work:
         objects = _compile_objects(Path(work), sources, target, tools["gcc"])
         request.progress(f"linking the harness firmware for {target.name}")
@@ -73,10 +77,16 @@ def build_firmware(request: CompileRequest, backend: str, sources: ModelSources,
             _link(emulator_objects, target, target.emulator["linker_script"], tools["gcc"],
                   bundle_dir / EMULATOR_IMAGE, Path(work))
             images["emulator"] = EMULATOR_IMAGE
+        if target.mcuboot and request.signing_key is not None:
+            request.progress(f"signing an MCUboot image for {target.name} with {request.signing_key}")
+            mcuboot = _mcuboot_image(objects, target, tools, request.signing_key, bundle_dir, Path(work))
+            images["mcuboot"] = _mcuboot.MCUBOOT_IMAGE
 
     entry_image = images.get("emulator", BOARD_IMAGE)
     entry = bundle.Entry(kind="firmware", argv=[f"./{entry_image}"], arch=target.arch)
     firmware = {"images": images, "model_identifier": sources.name, **sources.firmware}
+    if mcuboot is not None:
+        firmware["mcuboot"] = mcuboot
     extra = {"memory": memory, "firmware": firmware}
     if backend == "tvm":
         extra["tvm_target"] = target.tvm_target
@@ -97,7 +107,7 @@ def _tick_counts(target: Target, emulated: bool) -> Fraction:
 def _compile_objects(work: Path, sources: ModelSources, target: Target, gcc: Path) -> dict:
     """Object files: "common" (firmware support and the model) and one harness per image."""
     cpu_flags = target.firmware["cflags"]
-    flags = [*cpu_flags, *cross.C_FLAGS, f"-I{FIRMWARE_DIR}", f"-I{sources.src}", f"-I{sources.src / 'include'}"]
+    flags = [*cpu_flags, *cross.c_flags(sources.src, work), f"-I{FIRMWARE_DIR}", f"-I{sources.src}", f"-I{sources.src / 'include'}"]
 
     def compile_c(source: Path, obj: str, extra: tuple[str, ...] = ()) -> Path:
         cross.run_tool([gcc, *flags, *extra, "-c", source, "-o", obj], cwd=work)
@@ -119,10 +129,11 @@ def _compile_objects(work: Path, sources: ModelSources, target: Target, gcc: Pat
 
 
 def _link(objects: list[Path], target: Target, linker_script: str, gcc: Path, out: Path, work: Path,
-          extra: tuple[str, ...] = ()) -> None:
+          extra: tuple[str, ...] = (), image_offset: int = 0) -> None:
+    """Link `objects`; a board's memory map places the image `image_offset` bytes into the flash (MCUboot)."""
     cross.run_tool([
         gcc, *target.firmware["cflags"], "-nostartfiles", "--specs=nano.specs", "-Wl,--gc-sections",
-        f"-L{LINKER_SCRIPTS_DIR}", "-T", linker_script,
+        f"-L{LINKER_SCRIPTS_DIR}", "-T", linker_script, f"-Wl,--defsym=__image_offset={image_offset}",
         f"-Wl,--defsym=__stack_size={target.firmware['stack_bytes']}", *extra,
         "-o", out, *objects, "-lm", "-lc", "-lgcc",
     ], cwd=work)  # fmt: skip
@@ -138,6 +149,16 @@ def _link_board_image(objects: dict, target: Target, gcc: Path, out: Path, work:
         if "overflowed" not in str(err) and "will not fit in region" not in str(err):
             raise
         _link(board_objects, target, target.firmware["linker_script"], gcc, out, work, ("-Wl,--noinhibit-exec",))
+
+
+def _mcuboot_image(objects: dict, target: Target, tools: dict[str, Path], key: Path, bundle_dir: Path,
+                   work: Path) -> dict:
+    """The board firmware linked for MCUboot's primary slot, signed into the bundle; what the manifest says."""
+    image, binary = work / "mcuboot.elf", work / "mcuboot.bin"
+    _link([*objects["common"], objects["harness_board"]], target, target.firmware["linker_script"], tools["gcc"],
+          image, work, image_offset=_mcuboot.image_offset(target))
+    cross.run_tool([tools["objcopy"], "-O", "binary", image, binary], cwd=work)
+    return _mcuboot.sign(image, binary, target, key, bundle_dir / _mcuboot.MCUBOOT_IMAGE)
 
 
 # ---------- memory ----------

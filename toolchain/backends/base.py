@@ -33,6 +33,7 @@ class CompileRequest:
     target: Target
     bundle_dir: Path  # empty folder to fill; the backend writes files and then the manifest
     progress: Progress
+    signing_key: Path | None = None  # the build's Ed25519 key: firmware for MCUboot boards is signed with it
 
 
 @dataclass

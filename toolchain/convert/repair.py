@@ -81,8 +81,10 @@ def _upgraded(proto, progress):
     except Exception as err:  # the converter raises RuntimeError and its own adapter errors
         progress(f"the ONNX opset stays at {default_opset(proto)}: onnx.version_converter failed ({reason(err)})")
         return None
-    # The converter keeps the old IR version, which cannot carry the new opset.
-    upgraded.ir_version = max(upgraded.ir_version, onnx.helper.find_min_ir_version_for(upgraded.opset_import))
+    # The converter keeps the old IR version, which cannot carry the new opset. Only the default domain changed
+    # (and find_min_ir_version_for knows no version of other domains, such as com.microsoft's).
+    default = [entry for entry in upgraded.opset_import if entry.domain in ("", "ai.onnx")]
+    upgraded.ir_version = max(upgraded.ir_version, onnx.helper.find_min_ir_version_for(default))
     return upgraded
 
 

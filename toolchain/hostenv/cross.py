@@ -5,6 +5,7 @@ from pathlib import Path
 
 from .. import proc
 from ..errors import MissingTool
+from ..paths import FIRMWARE_DIR
 from ..target.profile import Target
 
 # Debian packages that hold a tool, when it is not named after the tool itself.
@@ -15,6 +16,18 @@ C_FLAGS = ("-O2", "-g", "-std=gnu11", "-ffunction-sections", "-fdata-sections")
 
 # Lines of a failing tool's stderr quoted in the error: enough for a compiler's first error.
 _STDERR_TAIL_LINES = 20
+
+
+def c_flags(src: Path, work: Path) -> list[str]:
+    """C_FLAGS for compiling in `work` the sources generated in `src`, with -ffile-prefix-map so that no object
+    holds a path of this machine (debug info, __FILE__): a build is byte-identical wherever it runs. The
+    generated sources are recorded under their folder's name in the bundle, firmware/ as "firmware", the
+    work folder as ".". gcc records the working folder resolved (getcwd), arguments as given: both are mapped."""
+    folders = {}
+    for folder, name in ((work, "."), (FIRMWARE_DIR, "firmware"), (src, src.name)):
+        folders.update({str(folder.absolute()): name, str(folder.resolve()): name})
+    # gcc applies the last matching map: the longest (the most specific) last.
+    return [*C_FLAGS, *(f"-ffile-prefix-map={folder}={folders[folder]}" for folder in sorted(folders, key=len))]
 
 
 def _debian_package(tool: str, cross_prefix: str) -> str:

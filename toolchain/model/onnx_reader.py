@@ -24,6 +24,15 @@ def read_onnx(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]])
         onnx.checker.check_model(model)
     except (DecodeError, onnx.checker.ValidationError, ValueError, OSError) as err:
         raise BadInput(f"{path} is not a valid ONNX model ({reason(err)}).") from None
+    try:
+        return _model_info(path, sha256, model, input_shapes)
+    except (KeyError, IndexError, ValueError, TypeError, OverflowError) as err:
+        # What the checker lets through: initializers whose data does not fit their shape, names of
+        # nothing, attributes of the wrong type.
+        raise BadInput(f"{path} is a damaged ONNX model ({reason(err)}).") from None
+
+
+def _model_info(path: Path, sha256: str, model: onnx.ModelProto, input_shapes: dict[str, tuple[int, ...]]) -> ModelInfo:
     graph = model.graph
     weights = {t.name for t in graph.initializer}
     # Older exporters list initializers among the inputs; they are weights, not inputs.

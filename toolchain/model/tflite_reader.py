@@ -39,7 +39,7 @@ def read_tflite(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]
         ops, macs = _ops_and_macs(model, shapes)
         nodes = _nodes(model, graph, shapes)
         params = _constant_elements(model)
-    except (struct.error, IndexError, ValueError, TypeError, AttributeError) as err:
+    except (struct.error, IndexError, KeyError, ValueError, TypeError, AttributeError, OverflowError) as err:
         # The flatbuffer accessors fail this way on truncated or damaged files.
         raise BadInput(f"{path} is a damaged TFLite model ({reason(err)}).") from None
     return ModelInfo(

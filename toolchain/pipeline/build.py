@@ -283,7 +283,8 @@ def _convert(plan: _Plan, opts: BuildOptions, workdir: Path, progress: Progress)
 def _compile(plan: _Plan, converted: _Converted, bundle_dir: Path, progress: Progress) -> CompileResult:
     bundle_dir.mkdir()
     progress(f"compiling with {plan.backend.name} for {plan.target.name}")
-    compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress))
+    compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress,
+                                                       plan.signing_key))
     memory = next((section.data for section in compiled.sections if section.key == "memory"), None)
     if memory is not None and converted.compiled.format == "tflite":
         memory.update(_tflm_arena(converted.compiled.path, progress))

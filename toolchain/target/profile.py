@@ -2,6 +2,7 @@
 
 import copy
 import hashlib
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +68,16 @@ _SCHEMA: dict = {
         "openocd_config": (str, False),  # openocd -f script (board or target config)
         "address": (int, False),  # where a raw .bin goes (st-flash write)
     }, False),
+    # Boards booted by MCUboot: the partition layout the bootloader was built with and the image's
+    # version (docs/trust.md#mcuboot-images). Needs [flash].address, where the flash starts.
+    "mcuboot": ({
+        "slot_offset": (int, True),  # the primary slot, from the start of the flash (the bootloader before it)
+        "slot_size": (int, True),  # bytes of each image slot
+        "header_size": (int, True),  # MCUboot's header before the image (the vector table follows it)
+        "align": (int, True),  # the flash's write alignment (imgtool --align: 1, 2, 4, 8, 16 or 32)
+        "version": (str, True),  # MAJOR.MINOR.REVISION[+BUILD]
+        "security_counter": (int, True),  # MCUboot refuses images with a lower counter (rollback protection)
+    }, False),
     # Boards with an Arm Ethos-U NPU: what Vela compiles for, every setting named (no vela.ini defaults).
     "ethos_u": ({
         "accelerator_config": (str, True),  # vela --accelerator-config, e.g. ethos-u55-128 (MACs per cycle)
@@ -106,6 +117,7 @@ class Target:
     flash: dict | None = None
     unavailable_backends: dict | None = None
     ethos_u: dict | None = None
+    mcuboot: dict | None = None
     fpga: dict | None = None
     sha256: str = field(default="", compare=False)
 
@@ -143,6 +155,22 @@ def _check_bare_metal(data: dict, path: Path) -> None:
             raise BadInput(f"{path}: a bare-metal target's emulator needs 'emulator.{key}'.")
 
 
+def _check_mcuboot(data: dict, path: Path) -> None:
+    mcuboot = data["mcuboot"]
+    if data["os"] != "none" or "address" not in data.get("flash", {}):
+        raise BadInput(f"{path}: [mcuboot] is for bare-metal targets with 'flash.address' (where the flash starts).")
+    if not re.fullmatch(r"\d+(\.\d+){0,2}(\+\d+)?", mcuboot["version"]):
+        raise BadInput(f"{path}: mcuboot.version is '{mcuboot['version']}', not MAJOR.MINOR.REVISION[+BUILD].")
+    if mcuboot["align"] not in (1, 2, 4, 8, 16, 32):
+        raise BadInput(f"{path}: mcuboot.align is {mcuboot['align']}; use 1, 2, 4, 8, 16 or 32.")
+    if mcuboot["header_size"] < 32 or mcuboot["header_size"] >= mcuboot["slot_size"]:
+        raise BadInput(f"{path}: mcuboot.header_size is {mcuboot['header_size']}; it must hold MCUboot's 32-byte "
+                       "header and be smaller than mcuboot.slot_size.")
+    if mcuboot["slot_offset"] + mcuboot["slot_size"] > data["memory"]["flash_bytes"]:
+        raise BadInput(f"{path}: the MCUboot primary slot (mcuboot.slot_offset + slot_size) ends past the flash "
+                       f"(memory.flash_bytes = {data['memory']['flash_bytes']}).")
+
+
 def _check_tvm_runtime(data: dict, path: Path) -> None:
     runtime = data["tvm_runtime"]
     if runtime not in TVM_RUNTIMES:
@@ -163,6 +191,8 @@ def validate(data: dict, path: Path) -> dict:
                        f"(or '{AUTO_BACKEND}').")
     if data["os"] == "none":
         _check_bare_metal(data, path)
+    if "mcuboot" in data:
+        _check_mcuboot(data, path)
     data.setdefault("tvm_runtime", "none" if data["os"] == "none" else "shared")
     _check_tvm_runtime(data, path)
     return data

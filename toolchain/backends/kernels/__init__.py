@@ -124,7 +124,7 @@ def generate_sources(request: CompileRequest) -> ModelSources:
     render("firmware_harness.c.j2", src / "harness.c", **common, inputs=inputs, outputs=outputs)
 
     def compile_objects(work: Path, gcc: Path, cpu_flags: list[str]) -> list[Path]:
-        flags = [*cpu_flags, *cross.C_FLAGS, "-O3", f"-I{src}"]
+        flags = [*cpu_flags, *cross.c_flags(src, work), "-O3", f"-I{src}"]
         objects = []
         for source in [src / f"{name}.c", *sorted(src.glob("ek_*.c"))]:
             objects.append(work / f"{source.stem}.o")

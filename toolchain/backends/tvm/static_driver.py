@@ -118,7 +118,7 @@ def generate_sources(request: CompileRequest, harness_template: str) -> StaticMo
 def compile_model_objects(static_model: StaticModel, work: Path, gcc: Path, cpu_flags: list[str]) -> list[Path]:
     """The driver, the kernels and the weights as object files in `work`, for the CPU `cpu_flags` name."""
     src = static_model.src
-    flags = [*cpu_flags, *cross.C_FLAGS, f"-I{src}", f"-I{src / 'include'}"]
+    flags = [*cpu_flags, *cross.c_flags(src, work), f"-I{src}", f"-I{src / 'include'}"]
     cross.run_tool([gcc, *flags, "-c", src / f"{static_model.name}.c", "-o", "driver.o"], cwd=work)
     kernels = static_model.kernels
     if static_model.route == "c":

@@ -34,7 +34,7 @@ def compile_linux_executable(request: CompileRequest) -> CompileResult:
     src = static_model.src
     with tempfile.TemporaryDirectory(prefix="edgeyard-static-") as work:
         objects = compile_model_objects(static_model, Path(work), gcc, cpu_flags)
-        cross.run_tool([gcc, *cpu_flags, *cross.C_FLAGS, f"-I{src}", f"-I{src / 'include'}", "-c", src / "harness.c",
+        cross.run_tool([gcc, *cpu_flags, *cross.c_flags(src, Path(work)), f"-I{src}", f"-I{src / 'include'}", "-c", src / "harness.c",
                         "-o", "harness.o"], cwd=Path(work))
         request.progress(f"linking the {RUNNER} with {gcc.name}")
         cross.run_tool([gcc, *cpu_flags, "-Wl,--gc-sections", "-o", bundle_dir / RUNNER, *objects, "harness.o", "-lm"],
