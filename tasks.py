@@ -221,6 +221,20 @@ def check(c, target="rpi4", model=None, backend=None, input_shape=None, debug=Fa
     _show(check_text(result))
 
 
+@task(help={"targets": "comma-separated target profiles (default: all)", "debug": HELP["debug"]})
+def doctor(c, targets=None, debug=False):
+    """Every tool the targets need here (compilers, qemu, the counting plugin, runtimes, nvcc, Vela, probes, ...),
+    found with its version or missing with how to install it. Exit 3 when a tool a target's default build needs
+    is missing (optional ones, e.g. probes for a real board or Vitis, never fail it)."""
+    from toolchain.errors import EXIT_MISSING_TOOL
+    from toolchain.pipeline.doctor import diagnose, doctor_text
+
+    diagnosis = _finish(lambda: diagnose(options.parse_names(targets) if targets else None), debug)
+    _show(doctor_text(diagnosis))
+    if diagnosis.missing:
+        raise Exit(code=EXIT_MISSING_TOOL)
+
+
 @task(help={"debug": HELP["debug"]})
 def targets(c, debug=False):
     """List the target profiles."""
