@@ -187,14 +187,15 @@ def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, d
 @task(help={"model": HELP["model"], "input_shape": HELP["input_shape"], "debug": HELP["debug"]},
       iterable=["input_shape"])
 def inspect(c, model, input_shape=None, debug=False):
-    """Print a model's inputs/outputs, op histogram, parameters and MACs."""
+    """Print a model's inputs/outputs, op histogram, parameters and MACs; for a model whose shapes need its dynamic
+    dimensions pinned, its inputs with those dimensions and how to pin them (--input-shape)."""
     from pathlib import Path
 
-    from toolchain.model import load_model
-    from toolchain.model.summary import describe
+    from toolchain.model.summary import inspect_model
 
-    _show(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
-                  debug))
+    with console.framework_output(debug):  # ONNX Runtime logs a failed shape run itself; the error says it once
+        text = _finish(lambda: inspect_model(Path(model), options.parse_input_shapes(input_shape or []) or None), debug)
+    _show(text)
 
 
 @task(help={k: HELP[k] for k in ("target", "model", "backend", "input_shape", "debug")}, iterable=["input_shape"])
