@@ -219,14 +219,15 @@ def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, d
 @task(help={"model": HELP["model"], "input_shape": HELP["input_shape"], "debug": HELP["debug"]},
       iterable=["input_shape"])
 def inspect(c, model, input_shape=None, debug=False):
-    """Print a model's inputs/outputs, op histogram, parameters and MACs."""
+    """Print a model's inputs/outputs, op histogram, parameters and MACs; for a model whose shapes need its dynamic
+    dimensions pinned, its inputs with those dimensions and how to pin them (--input-shape)."""
     from pathlib import Path
 
-    from toolchain.model import load_model
-    from toolchain.model.summary import describe
+    from toolchain.model.summary import inspect_model
 
-    _show(_finish(lambda: describe(load_model(Path(model), options.parse_input_shapes(input_shape or []) or None)),
-                  debug))
+    with console.framework_output(debug):  # ONNX Runtime logs a failed shape run itself; the error says it once
+        text = _finish(lambda: inspect_model(Path(model), options.parse_input_shapes(input_shape or []) or None), debug)
+    _show(text)
 
 
 @task(help={k: HELP[k] for k in ("target", "model", "backend", "input_shape", "debug")}, iterable=["input_shape"])
@@ -251,6 +252,20 @@ def check(c, target="rpi4", model=None, backend=None, input_shape=None, debug=Fa
     with console.framework_output(debug):
         result = _finish(action, debug)
     _show(check_text(result))
+
+
+@task(help={"targets": "comma-separated target profiles (default: all)", "debug": HELP["debug"]})
+def doctor(c, targets=None, debug=False):
+    """Every tool the targets need here (compilers, qemu, the counting plugin, runtimes, nvcc, Vela, probes, ...),
+    found with its version or missing with how to install it. Exit 3 when a tool a target's default build needs
+    is missing (optional ones, e.g. probes for a real board or Vitis, never fail it)."""
+    from toolchain.errors import EXIT_MISSING_TOOL
+    from toolchain.pipeline.doctor import diagnose, doctor_text
+
+    diagnosis = _finish(lambda: diagnose(options.parse_names(targets) if targets else None), debug)
+    _show(doctor_text(diagnosis))
+    if diagnosis.missing:
+        raise Exit(code=EXIT_MISSING_TOOL)
 
 
 @task(help={"debug": HELP["debug"]})

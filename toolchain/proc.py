@@ -13,6 +13,7 @@ from typing import Sequence
 from .errors import BuildError, MissingTool, output_tail
 
 CompletedProcess = subprocess.CompletedProcess
+_VERSION_TIMEOUT_S = 30  # a tool asked only for its version (a browser's first start is the slowest)
 _PR_SET_PDEATHSIG = 1
 
 
@@ -79,9 +80,9 @@ def require(program: str, hint: str) -> str:
     return found
 
 
-def version(path: Path | str) -> str:
-    """The first line of `path --version`, e.g. "aarch64-linux-gnu-g++ (Debian 12.2.0-14) 12.2.0"."""
-    result = run([path, "--version"], check=False)
+def version(path: Path | str, flag: str = "--version") -> str:
+    """The first line of `path --version` (or `path FLAG`), e.g. "aarch64-linux-gnu-g++ (Debian 12.2.0-14) 12.2.0"."""
+    result = run([path, flag], check=False, timeout_s=_VERSION_TIMEOUT_S)
     lines = (result.stdout or result.stderr).splitlines()
     return lines[0].strip() if lines else "unknown"
 

@@ -25,6 +25,7 @@ from .. import bundle, elf
 from . import _mcuboot
 from ..errors import BuildError
 from ..hostenv import cross
+from ..hostenv.tools import Tool
 from ..model.info import ModelInfo
 from ..paths import FIRMWARE_DIR
 from ..target.profile import Target
@@ -53,9 +54,17 @@ class ModelSources:
     firmware: dict = field(default_factory=dict)  # what the manifest's "firmware" says of the model
 
 
+_FIRMWARE_TOOLS = {"gcc": "compiles and links the firmware", "objcopy": "writes the firmware's raw image"}
+
+
 def find_tools(target: Target) -> dict[str, Path]:
     """The cross tools firmware needs, found before the slow steps so a missing one fails at once."""
-    return {tool: cross.find_tool(target, tool) for tool in ("gcc", "objcopy")}
+    return {tool: cross.find_tool(target, tool) for tool in _FIRMWARE_TOOLS}
+
+
+def firmware_tools(target: Target) -> list[Tool]:
+    """find_tools' tools as Tools (invoke doctor)."""
+    return [cross.tool(target.cross_prefix, tool, purpose) for tool, purpose in _FIRMWARE_TOOLS.items()]
 
 
 def build_firmware(request: CompileRequest, backend: str, sources: ModelSources, tools: dict[str, Path],

@@ -4,13 +4,17 @@ LiteRT and ONNX Runtime ship no C/C++ headers on PyPI or in Debian 12 (checked: 
 Linux board they run through their Python packages; the bundle is the model and a generated script.
 """
 
+import platform
 import shutil
 from dataclasses import dataclass
 from importlib import metadata
 
 from .. import bundle
 from ..codegen import render
+from ..hostenv import userland
+from ..hostenv.tools import Tool
 from ..model.info import ModelInfo
+from ..target.profile import Target
 from .base import BackendCaps, CompileRequest, CompileResult
 
 
@@ -68,4 +72,10 @@ class PythonRuntimeBackend:
 
     def versions(self) -> dict[str, str]:
         return {self.package: metadata.version(self.package)}
+
+    def tools(self, target: Target) -> list[Tool]:
+        # The board's python3 is this machine's for its own architecture, the emulated userland's for another.
+        if target.arch == platform.machine() or target.arch not in userland.ARCHES:
+            return []
+        return [userland.tool(target.arch)]
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Protocol
 
 from ..console import Progress
+from ..hostenv.tools import Tool
 from ..model.info import ModelInfo
 from ..target.profile import Target
 
@@ -71,6 +72,9 @@ class Backend(Protocol):
 
     def versions(self) -> dict[str, str]:
         """Versions of the tools this backend uses, for the report and the cache key (cheap: no heavy imports)."""
+
+    def tools(self, target: Target) -> list[Tool]:
+        """What compiling for `target` needs on this machine besides edgeyard's own packages (invoke doctor)."""
 
 
 def memory_section(memory: dict) -> ReportSection:

@@ -32,8 +32,10 @@ from pathlib import Path
 from .. import bundle, proc
 from ..codegen import c_identifier, render
 from ..errors import BadInput, BuildError, MissingTool, reason
-from ..hostenv import cross
+from ..hostenv import cross, tools
+from ..hostenv.tools import Tool
 from ..model.info import ModelInfo
+from ..target.profile import Target
 from . import register
 from ._python_runtime import tensor_spec
 from .base import BackendCaps, CompileRequest, CompileResult, ReportSection
@@ -49,6 +51,8 @@ WEIGHTS_VARIABLE = "EDGEYARD_CSIM_WEIGHTS"
 # hls4ml's own build() runs: Vitis 2024.1 or later).
 HLS_BACKEND = "Vitis"
 SYNTHESIS_TOOL = "vitis-run"
+SYNTHESIS_HINT = ("it comes with AMD Vitis 2024.1 or later (the free Vitis HLS licence covers C synthesis): install "
+                  "it from amd.com and source its settings64.sh; edgeyard cannot install vendor tools.")
 # Validation tolerance in units of the narrowest type's least significant bit: rounding errors of
 # every layer add up, so a correct design sits within a few dozen LSB of the float model.
 TOLERANCE_LSB = 64
@@ -158,9 +162,7 @@ def _build_csim(project_dir: Path, project: str, out: Path) -> float:
     As hls4ml's build_lib.sh, except that the weights folder comes from WEIGHTS_VARIABLE at run time
     rather than the project's absolute path at build time.
     """
-    gxx = shutil.which("g++")
-    if gxx is None:
-        raise MissingTool("g++", "install it with: apt-get install g++, or run ./bootstrap.sh.")
+    gxx = cross.find_program("", "g++")  # this machine's: the C simulation runs here
     started = time.perf_counter()
     cross.run_tool([
         gxx, "-O3", "-fPIC", "-std=c++17", "-fno-gnu-unique", "-Ifirmware/ap_types",
@@ -256,6 +258,11 @@ class Hls4mlBackend:
         except importlib.metadata.PackageNotFoundError:
             versions = {"hls4ml": "not installed"}
         return {**versions, "g++": _gxx_version()}
+
+    def tools(self, target: Target) -> list[Tool]:
+        synthesis = [tools.program(SYNTHESIS_TOOL, SYNTHESIS_HINT, "synthesizes the design (invoke fpga-synth)",
+                                   optional=True)] if target.fpga else []
+        return [cross.tool("", "g++", "builds the C simulation of the FPGA design"), *synthesis]
 
 
 @functools.lru_cache(maxsize=1)

@@ -27,7 +27,9 @@ from pathlib import Path
 from .. import bundle, proc
 from ..codegen import c_identifier, render
 from ..errors import BadInput, BuildError, MissingTool, output_tail
+from ..hostenv.tools import Tool
 from ..model.info import ModelInfo
+from ..target.profile import Target
 from . import register
 from .base import (
     BackendCaps,
@@ -162,9 +164,7 @@ class VelaBackend:
         settings = target.ethos_u
         if settings is None:
             raise BadInput(f"{target.path}: backend vela needs an [ethos_u] table naming the NPU's Vela settings.")
-        if importlib.util.find_spec("ethosu") is None:
-            raise MissingTool("Arm Vela (ethos-u-vela)",
-                              "install it with: .venv/bin/pip install ethos-u-vela, or run ./bootstrap.sh.")
+        _find_vela()
         if not _has_quantized_activations(model):
             raise BadInput(f"{model.path.name} is a float model and the Ethos-U NPU runs int8 only: build with "
                            f"--quantize int8 and calibration data (--data FILE.npz), or give an int8 .tflite.")
@@ -203,6 +203,20 @@ class VelaBackend:
             return {"ethos-u-vela": importlib.metadata.version("ethos-u-vela")}
         except importlib.metadata.PackageNotFoundError:
             return {"ethos-u-vela": "not installed"}
+
+    def tools(self, target: Target) -> list[Tool]:
+        return [Tool(_VELA, "compiles the model for the Ethos-U NPU", _find_vela)]
+
+
+_VELA = "Arm Vela (ethos-u-vela)"
+
+
+def _find_vela() -> str:
+    """The installed Vela's version (finding its package imports nothing); MissingTool when it is absent."""
+    if importlib.util.find_spec("ethosu") is None:
+        raise MissingTool(_VELA,
+                          "install it with: .venv/bin/pip install ethos-u-vela, or run ./bootstrap.sh.")
+    return importlib.metadata.version("ethos-u-vela")
 
 
 register(VelaBackend())

@@ -7,6 +7,7 @@ from .. import proc
 from ..errors import MissingTool
 from ..paths import FIRMWARE_DIR
 from ..target.profile import Target
+from .tools import Tool
 
 # Debian packages that hold a tool, when it is not named after the tool itself.
 _BINUTILS = frozenset({"ar", "as", "ld", "nm", "objcopy", "objdump", "readelf", "size", "strip"})
@@ -35,14 +36,24 @@ def _debian_package(tool: str, cross_prefix: str) -> str:
     return f"{package}-{cross_prefix.rstrip('-')}" if cross_prefix else package
 
 
-def find_tool(target: Target, tool: str) -> Path:
-    """The path of `tool` ("g++", "gcc", "objcopy", ...) for `target`: `<cross_prefix><tool>` on PATH."""
-    name = target.cross_prefix + tool
+def find_program(cross_prefix: str, tool: str) -> Path:
+    """The path of `<cross_prefix><tool>` on PATH ("" : this machine's own tool); MissingTool naming its package."""
+    name = cross_prefix + tool
     found = shutil.which(name)
     if found is None:
-        package = _debian_package(tool, target.cross_prefix)
+        package = _debian_package(tool, cross_prefix)
         raise MissingTool(name, f"install it with: apt-get install {package}, or run ./bootstrap.sh.")
     return Path(found)
+
+
+def find_tool(target: Target, tool: str) -> Path:
+    """The path of `tool` ("g++", "gcc", "objcopy", ...) for `target`: `<cross_prefix><tool>` on PATH."""
+    return find_program(target.cross_prefix, tool)
+
+
+def tool(cross_prefix: str, name: str, purpose: str) -> Tool:
+    """find_program(cross_prefix, name) as a Tool that reports the compiler's version."""
+    return Tool(cross_prefix + name, purpose, lambda: proc.version(find_program(cross_prefix, name)))
 
 
 def run_tool(argv: list[str | Path], cwd: Path) -> proc.CompletedProcess:

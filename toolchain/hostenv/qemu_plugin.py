@@ -28,10 +28,12 @@ from ..errors import BuildError, MissingTool
 from ..paths import cache_dir
 from ..target.cycle_model import CLASSES
 from .debian import AptConfig
+from .tools import Tool
 
 Progress = Callable[[str], None]
 
 PLUGIN = "libinsn_count.so"
+_NAME = f"the qemu counting plugin ({PLUGIN})"
 _HEADER = "qemu-plugin.h"
 _SOURCE = "insn_count.c"
 _QEMU_PACKAGE = "qemu-user"  # the binary package whose emulators load the plugin
@@ -56,20 +58,50 @@ def _plugin_dir() -> Path:
     return cache_dir() / "qemu-plugin" / _upstream(qemu_version())
 
 
+def _api_version(header: Path) -> str:
+    return re.search(r"#define QEMU_PLUGIN_VERSION (\d+)", header.read_text()).group(1)
+
+
+def _source(api_version: str) -> str:
+    from ..codegen import render_text
+
+    return render_text("qemu_insn_count.c.j2", api_version=api_version, classes=CLASSES)
+
+
+def _is_current(folder: Path) -> bool:
+    """Whether folder holds the plugin built from the source this edgeyard renders for its qemu's header."""
+    header, source, plugin = folder / _HEADER, folder / _SOURCE, folder / PLUGIN
+    return header.is_file() and plugin.is_file() and source.is_file() and \
+        source.read_text() == _source(_api_version(header))
+
+
+def find() -> Path:
+    """The plugin built for the installed qemu, building nothing: MissingTool when it is missing or stale."""
+    folder = _plugin_dir()
+    if not _is_current(folder):
+        raise MissingTool(_NAME, "build it with: python -m toolchain.hostenv "
+                          "qemu-plugin, or run ./bootstrap.sh (a build makes it on first use, downloading qemu's "
+                          "Debian source package).")
+    return folder / PLUGIN
+
+
+def tool() -> Tool:
+    return Tool(_NAME, "counts instructions per inference under qemu",
+                lambda: f"{find()} (qemu {_upstream(qemu_version())})")
+
+
 def build(progress: Progress = lambda _: None) -> Path:
     """The plugin built for the installed qemu: built now when missing or stale, else only found."""
     folder = _plugin_dir()
     header = folder / _HEADER
     if not header.is_file():
         _fetch_header(header, progress)
-    from ..codegen import render_text
-
-    api_version = re.search(r"#define QEMU_PLUGIN_VERSION (\d+)", header.read_text()).group(1)
     source, plugin = folder / _SOURCE, folder / PLUGIN
-    rendered = render_text("qemu_insn_count.c.j2", api_version=api_version, classes=CLASSES)
-    if plugin.is_file() and source.is_file() and source.read_text() == rendered:
+    if _is_current(folder):
         progress(f"the instruction-counting qemu plugin is present in {plugin}")
         return plugin
+    api_version = _api_version(header)
+    rendered = _source(api_version)
     gcc = proc.require("gcc", "install it with: apt-get install gcc, or run ./bootstrap.sh.")
     progress(f"compiling {PLUGIN} against the qemu {_upstream(qemu_version())} plugin API (version {api_version})")
     # The source takes its place after the plugin and only when it compiled: a failed build is tried again.

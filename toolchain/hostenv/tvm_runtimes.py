@@ -21,6 +21,7 @@ from .. import proc
 from ..atomic import atomic_file
 from ..errors import BadInput, MissingTool
 from ..paths import cache_dir
+from .tools import Tool
 
 # Distribution -> the runtime library inside its wheel (same path in the installed package).
 RUNTIME_LIBS = {
@@ -84,6 +85,12 @@ def tvm_runtime_dir(arch: str) -> Path:
     if not _fetched_is_current(arch_dir):
         raise MissingTool(f"the {arch} TVM runtime for apache-tvm {installed_versions()['apache-tvm']}", "run ./bootstrap.sh.")
     return arch_dir
+
+
+def tool(arch: str) -> Tool:
+    """tvm_runtime_dir(arch) as a Tool, reporting the apache-tvm version its libraries are from."""
+    return Tool(f"the {arch} TVM runtime", "libtvm_runtime.so and libtvm_ffi.so in the bundle",
+                lambda: f"apache-tvm {installed_versions()['apache-tvm']} in {tvm_runtime_dir(arch)}")
 
 
 def fetch(arch: str, progress: Callable[[str], None]) -> Path:

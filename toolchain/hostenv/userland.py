@@ -33,6 +33,7 @@ from ..errors import BadInput, BuildError, MissingTool
 from ..paths import cache_dir
 from ..target.profile import Target
 from .debian import KEYRING, RELEASE, AptConfig
+from .tools import Tool
 
 Progress = Callable[[str], None]
 
@@ -115,6 +116,20 @@ def find(arch: str) -> Userland | None:
     """The current userland for `arch`, or None when it has not been built (or is out of date)."""
     _arch(arch)
     return _current(arch)
+
+
+def tool(arch: str) -> Tool:
+    """The `arch` userland as a Tool: found when built and current (this builds nothing)."""
+    name = f"the emulated {arch} userland"
+
+    def locate() -> str:
+        found = find(arch)
+        if found is None:
+            raise MissingTool(name, f"build it with: python -m toolchain.hostenv userland {arch}, or run "
+                              "./bootstrap.sh (a build makes it on first use, in minutes).")
+        return f"{found.rootfs} ({found.bytes / 1e6:.0f} MB)"
+
+    return Tool(name, "runs the Python bundles (LiteRT, ONNX Runtime) under qemu-user", locate)
 
 
 def build(arch: str, progress: Progress = lambda _: None) -> Userland:

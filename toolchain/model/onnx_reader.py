@@ -11,7 +11,7 @@ from google.protobuf.message import DecodeError
 
 from ..errors import BadInput, reason
 from .info import ModelInfo, Node, TensorInfo
-from .pinning import check_input_names, pin_shape, pinning_repairs
+from .pinning import DeclaredInput, check_input_names, pin_shape, pinned_or_unresolved, pinning_repairs
 
 # Operand index of the weight (convolutions) or left matrix (matmuls) whose shape sets the MAC count.
 CONV_WEIGHT = {"Conv": 1, "ConvInteger": 1, "QLinearConv": 3}
@@ -39,13 +39,15 @@ def _model_info(path: Path, sha256: str, model: onnx.ModelProto, input_shapes: d
     graph_inputs = [v for v in graph.input if v.name not in weights]
     check_input_names(path, input_shapes, [v.name for v in graph_inputs])
     declared = [_declared_dims(v) for v in graph_inputs]
-    inputs = [
-        TensorInfo(v.name, pin_shape(path, v.name, dims, input_shapes.get(v.name)), _dtype(v))
-        for v, dims in zip(graph_inputs, declared)
-    ]
-    shapes = _inferred_shapes(path, model, inputs)
-    if any(v.name not in shapes for v in graph.output):
-        shapes.update(_run_for_output_shapes(path, inputs))
+    with pinned_or_unresolved(path, [DeclaredInput(v.name, dims, _dtype(v)) for v, dims in zip(graph_inputs, declared)],
+                              input_shapes):
+        inputs = [
+            TensorInfo(v.name, pin_shape(path, v.name, dims, input_shapes.get(v.name)), _dtype(v))
+            for v, dims in zip(graph_inputs, declared)
+        ]
+        shapes = _inferred_shapes(path, model, inputs)
+        if any(v.name not in shapes for v in graph.output):
+            shapes.update(_run_for_output_shapes(path, inputs))
     steps = _dequantized_outputs(graph)
     outputs = [TensorInfo(v.name, shapes[v.name], _dtype(v), steps.get(v.name)) for v in graph.output]
     nodes = [Node(_op_name(node), tuple(name for name in node.input if name and name not in weights),

@@ -1,11 +1,48 @@
 """Pinning dynamic input dimensions to static ones, shared by every model reader."""
 
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 from ..errors import BadInput
 
 Dims = Sequence[int | None]  # a declared shape: None marks a dynamic (batch or symbolic) dimension
+
+
+@dataclass(frozen=True)
+class DeclaredInput:
+    name: str
+    dims: Dims | None  # None: the model does not say the input's rank
+    dtype: str
+
+    @property
+    def dynamic(self) -> bool:
+        return self.dims is None or None in self.dims
+
+
+class UnresolvedShapes(BadInput):
+    """The model's shapes cannot be worked out with its dynamic dimensions pinned to 1 (a reshape that needs a
+    longer input, a rank nobody declared): `inputs` as declared, for invoke inspect to list."""
+
+    def __init__(self, message: str, inputs: list[DeclaredInput]):
+        super().__init__(message)
+        self.inputs = inputs
+
+
+@contextmanager
+def pinned_or_unresolved(path: Path, inputs: list[DeclaredInput], input_shapes: dict[str, tuple[int, ...]]):
+    """Around a reader's pinning and shape work: a BadInput while some dynamic input is not pinned by
+    input_shapes becomes UnresolvedShapes, saying which inputs to pin."""
+    try:
+        yield
+    except BadInput as err:
+        unpinned = [i for i in inputs if i.dynamic and i.name not in input_shapes]
+        if not unpinned:
+            raise
+        listed = ", ".join(f"{i.name!r} {format_dims(i.dims)}" for i in unpinned)
+        raise UnresolvedShapes(f"{str(err).rstrip('.')}; the dynamic dimensions of {listed} were pinned to 1: "
+                               "pin each with --input-shape NAME:SHAPE, its whole shape.", inputs) from None
 
 
 def check_input_names(path: Path, input_shapes: dict[str, tuple[int, ...]], names: Sequence[str]) -> None:

@@ -1,13 +1,35 @@
 """Human-readable description of a model, for `invoke inspect`."""
 
+from pathlib import Path
+
 from .info import ModelInfo, TensorInfo
+from .pinning import UnresolvedShapes
+
+
+def inspect_model(path: Path, input_shapes: dict[str, tuple[int, ...]] | None) -> str:
+    """describe(the model); for one whose shapes cannot be worked out while a dynamic input is left unpinned,
+    its inputs as declared and how to pin them: what the user needs next, so not an error (dynamic inputs
+    all pinned and still no shapes: the pins are bad input, BadInput)."""
+    from . import load_model, model_format, model_sha256
+
+    try:
+        return describe(load_model(path, input_shapes))
+    except UnresolvedShapes as err:
+        rows = [("name", "shape", "dtype")] + [
+            (i.name, "x".join("?" if d is None else str(d) for d in i.dims) if i.dims is not None else "unknown rank",
+             i.dtype) for i in err.inputs]
+        return "\n".join([*_header(path, model_format(path), model_sha256(path)), "",
+                          "inputs (? marks a dynamic dimension)", *_table(rows), "",
+                          f"outputs, ops and MACs unknown: {err}"])
+
+
+def _header(path: Path, fmt: str, sha256: str) -> list[str]:
+    return [f"model   {path}", f"format  {fmt}", f"sha256  {sha256}"]
 
 
 def describe(info: ModelInfo) -> str:
     lines = [
-        f"model   {info.path}",
-        f"format  {info.format}",
-        f"sha256  {info.sha256}",
+        *_header(info.path, info.format, info.sha256),
         "",
         "inputs",
         *tensor_table(info.inputs),

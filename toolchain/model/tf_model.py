@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BadInput, reason
 from .info import ModelInfo, TensorInfo
-from .pinning import check_input_names, pin_shape, pinning_repairs
+from .pinning import DeclaredInput, check_input_names, pin_shape, pinned_or_unresolved, pinning_repairs
 
 # What load_savedmodel does to every SavedModel, listed among the model's repairs.
 SAVEDMODEL_LOADER = ("serving signature read with the TF1 SavedModel loader (the TF2 loader rejects some, "
@@ -26,8 +26,9 @@ def _pinned_inputs(path: Path, names: list[str], declared: list, dtypes: list[st
                    input_shapes: dict[str, tuple[int, ...]]) -> list[TensorInfo]:
     """The inputs at static shapes: --input-shape where given, else the declared shape with batch pinned."""
     check_input_names(path, input_shapes, names)
-    return [TensorInfo(name, pin_shape(path, name, dims, input_shapes.get(name)), dtype)
-            for name, dims, dtype in zip(names, declared, dtypes)]
+    with pinned_or_unresolved(path, [DeclaredInput(*i) for i in zip(names, declared, dtypes)], input_shapes):
+        return [TensorInfo(name, pin_shape(path, name, dims, input_shapes.get(name)), dtype)
+                for name, dims, dtype in zip(names, declared, dtypes)]
 
 
 def read_keras(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]]) -> ModelInfo:

@@ -9,7 +9,7 @@ import tflite
 
 from ..errors import BadInput, reason
 from .info import ModelInfo, Node, TensorInfo
-from .pinning import check_input_names, pin_shape, pinning_repairs
+from .pinning import DeclaredInput, check_input_names, pin_shape, pinned_or_unresolved, pinning_repairs
 
 OP_NAMES = {code: name for name, code in vars(tflite.BuiltinOperator).items() if not name.startswith("_")}
 # TensorType names are numpy dtype names once lower-cased (FLOAT32 -> float32); RESOURCE, STRING etc. stay labels.
@@ -28,13 +28,15 @@ def read_tflite(path: Path, sha256: str, input_shapes: dict[str, tuple[int, ...]
         names = [_tensor_name(graph, i) for i in input_indices]
         check_input_names(path, input_shapes, names)
         declared = [_declared_dims(graph.Tensors(i)) for i in input_indices]
-        inputs = [
-            _tensor_info(graph, i, pin_shape(path, name, dims, input_shapes.get(name)))
-            for i, name, dims in zip(input_indices, names, declared)
-        ]
-        shapes = _stored_shapes(graph)
-        if any(t.shape != shapes[i] for t, i in zip(inputs, input_indices)):
-            shapes = _propagated_shapes(path, inputs)
+        dtypes = [_dtype_name(graph.Tensors(i)) for i in input_indices]
+        with pinned_or_unresolved(path, [DeclaredInput(*i) for i in zip(names, declared, dtypes)], input_shapes):
+            inputs = [
+                _tensor_info(graph, i, pin_shape(path, name, dims, input_shapes.get(name)))
+                for i, name, dims in zip(input_indices, names, declared)
+            ]
+            shapes = _stored_shapes(graph)
+            if any(t.shape != shapes[i] for t, i in zip(inputs, input_indices)):
+                shapes = _propagated_shapes(path, inputs)
         outputs = [_tensor_info(graph, i, shapes[i]) for i in output_indices]
         ops, macs = _ops_and_macs(model, shapes)
         nodes = _nodes(model, graph, shapes)
@@ -86,9 +88,13 @@ def _tensor_info(graph, index: int, shape: tuple[int, ...]) -> TensorInfo:
     return TensorInfo(
         name=_tensor_name(graph, index),
         shape=shape,
-        dtype=DTYPE_NAMES.get(tensor.Type(), str(tensor.Type())),
+        dtype=_dtype_name(tensor),
         quant=(float(quant.Scale(0)), int(quant.ZeroPoint(0))) if per_tensor else None,
     )
+
+
+def _dtype_name(tensor) -> str:
+    return DTYPE_NAMES.get(tensor.Type(), str(tensor.Type()))
 
 
 def _stored_shapes(graph) -> dict[int, tuple[int, ...]]:

@@ -13,7 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import proc
-from ..backends.hls4ml import PROJECT, SYNTHESIS_TOOL
+from ..backends.hls4ml import PROJECT, SYNTHESIS_HINT, SYNTHESIS_TOOL
 from ..bundle import BUNDLE
 from ..codegen import render
 from ..console import Progress, quiet
@@ -31,9 +31,7 @@ def synthesize(opts: BuildOptions, logic_synthesis: bool = False, progress: Prog
     target = target_of(opts)  # with the build's --set and --precision
     if target.fpga is None:
         raise BadInput(f"target {target.name} has no [fpga] table, so there is nothing to synthesize.")
-    tool = proc.require(SYNTHESIS_TOOL, "it comes with AMD Vitis 2024.1 or later (the free Vitis HLS licence "
-                        "covers C synthesis): install it from amd.com and source its settings64.sh; "
-                        "edgeyard cannot install vendor tools.")
+    tool = proc.require(SYNTHESIS_TOOL, SYNTHESIS_HINT)
     built = build(replace(opts, backend="hls4ml"), progress)
     work = built.out_dir / SYNTHESIS_DIR
     shutil.rmtree(work, ignore_errors=True)

@@ -16,6 +16,8 @@ import numpy as np
 from .. import proc
 from ..bundle import Entry, entry_of
 from ..errors import BadInput, BuildError, output_tail
+from ..hostenv import qemu_plugin, tools
+from ..hostenv.tools import Tool
 from ..target.profile import Target
 
 
@@ -126,6 +128,30 @@ class Runner:
     def count_instructions(self, request: RunRequest) -> InstructionCount:
         """Counting runners: instructions per inference of sample 0, the same figure run after run."""
         raise NotImplementedError
+
+    def tools(self, target: Target) -> list[Tool]:
+        """What running target's bundles on this machine needs besides edgeyard's own packages (invoke doctor)."""
+        return []
+
+
+class QemuRunner(Runner):
+    """A runner whose command starts the target's [emulator] command, a qemu binary, and counts instructions
+    with the qemu counting plugin. A subclass sets `emulator_hint`: how to install its qemu binaries."""
+
+    emulator_hint: str
+
+    def emulator(self, target: Target) -> list[str]:
+        """The target's emulator command, once its program is found (MissingTool with the hint otherwise)."""
+        command = list(target.emulator["command"])
+        proc.require(command[0], self.emulator_hint)
+        return command
+
+    def tools(self, target: Target) -> list[Tool]:
+        if not target.emulator:
+            return []
+        program = target.emulator["command"][0]
+        return [tools.program(program, self.emulator_hint, f"emulates the board ({self.name} runner)"),
+                qemu_plugin.tool()]
 
 
 def _implements(runner: Runner, method: str) -> bool:

@@ -11,19 +11,18 @@ timeout, and turns a hang, a fault or a failure status into one clear line on st
 """
 
 import argparse
-import shutil
 import sys
 import tempfile
 from pathlib import Path
 
 from .. import elf, proc
 from ..bundle import Entry, entry_of
-from ..errors import BuildError, MissingTool, output_tail
+from ..errors import BuildError, output_tail
 from ..hostenv import qemu_plugin
 from ..target import cycle_model
 from ..target.profile import Target
 from . import register
-from .base import InstructionCount, Runner, RunnerCaps, RunRequest
+from .base import InstructionCount, QemuRunner, RunnerCaps, RunRequest
 
 # Exit status of the harness firmware after a fault (firmware/startup.c), and of this program when
 # the firmware did not finish in time (as coreutils' timeout says it).
@@ -37,11 +36,12 @@ COUNT_REPEATS = 4
 MARKERS = ("edgeyard_inferences_begin", "edgeyard_inferences_end")
 
 
-class QemuSystemRunner(Runner):
+class QemuSystemRunner(QemuRunner):
     name = "qemu-system"
     # Under -icount the firmware's SysTick counts instructions; timings_ns converts them at the board's clock.
     caps = RunnerCaps(counts_instructions=True, emulated=True, resource="qemu",
                       timing_note="estimate: instructions at the board's clock, one per cycle; not measured time")
+    emulator_hint = "install it with: apt-get install qemu-system-arm, or run ./bootstrap.sh."
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if entry.kind != "firmware":
@@ -55,9 +55,7 @@ class QemuSystemRunner(Runner):
         return self._command(target, entry), {}
 
     def _command(self, target: Target, entry: Entry, qemu_options: tuple[str, ...] = ()) -> list[str]:
-        emulator = list(target.emulator["command"])
-        if shutil.which(emulator[0]) is None:
-            raise MissingTool(emulator[0], "install it with: apt-get install qemu-system-arm, or run ./bootstrap.sh.")
+        emulator = self.emulator(target)
         return [sys.executable, "-m", __name__, "--timeout-s", str(target.emulator["timeout_s"]),
                 "--", *emulator, *qemu_options, *entry.argv]
 

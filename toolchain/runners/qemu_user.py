@@ -19,11 +19,10 @@ from pathlib import Path
 
 from .. import proc
 from ..bundle import Entry, entry_of
-from ..errors import MissingTool
 from ..hostenv import qemu_plugin, userland
 from ..target.profile import Target
 from . import register
-from .base import InstructionCount, Runner, RunnerCaps, RunRequest
+from .base import InstructionCount, QemuRunner, RunnerCaps, RunRequest
 
 # SAMPLES of the two counted runs.
 COUNT_SAMPLES = (1, 9)
@@ -54,9 +53,10 @@ def _with_root(emulator: list[str], root: Path) -> list[str]:
     return [*emulator[:at], str(root), *emulator[at + 1:]]
 
 
-class QemuUserRunner(Runner):
+class QemuUserRunner(QemuRunner):
     name = "qemu-user"
     caps = RunnerCaps(counts_instructions=True, emulated=True, resource="qemu")
+    emulator_hint = "install it with: apt-get install qemu-user, or run ./bootstrap.sh."
 
     def unavailable_reason(self, target: Target, entry: Entry) -> str | None:
         if not target.emulator:
@@ -77,9 +77,7 @@ class QemuUserRunner(Runner):
         return self._command(target, entry, _guest_env(threads)), {}
 
     def _command(self, target: Target, entry: Entry, guest_env: dict[str, str]) -> list[str]:
-        emulator = list(target.emulator["command"])
-        if shutil.which(emulator[0]) is None:
-            raise MissingTool(emulator[0], "install it with: apt-get install qemu-user, or run ./bootstrap.sh")
+        emulator = self.emulator(target)
         argv = list(entry.argv)
         if entry.kind == "python":
             root = userland.board_root(target)

@@ -19,10 +19,12 @@ import numpy as np
 from ...codegen import render
 from ...errors import BadInput
 from ...hostenv import cross
+from ...hostenv.tools import Tool
 from ...model.info import ModelInfo
 from ...paths import FIRMWARE_DIR
+from ...target.profile import Target
 from .. import register
-from .._firmware import ModelSources, build_firmware, find_tools
+from .._firmware import ModelSources, build_firmware, find_tools, firmware_tools
 from .._static_model import io_tensors, model_identifier
 from ..base import BackendCaps, CompileRequest, CompileResult
 
@@ -58,6 +60,9 @@ class KernelsBackend:
 
     def versions(self) -> dict[str, str]:
         return {}  # the compiler is the target's gcc, which every firmware build records
+
+    def tools(self, target: Target) -> list[Tool]:
+        return firmware_tools(target)
 
 
 def generate_sources(request: CompileRequest) -> ModelSources:

@@ -13,10 +13,12 @@ import shutil
 from functools import lru_cache
 
 from ... import proc
-from ...hostenv import tvm_runtimes
+from ...hostenv import cross, tvm_runtimes
+from ...hostenv.tools import Tool
 from ...model.info import ModelInfo
-from ...target.profile import loadable_targets
+from ...target.profile import Target, loadable_targets
 from .. import register
+from .._firmware import firmware_tools
 from ..base import BackendCaps, CompileRequest, CompileResult
 
 
@@ -57,6 +59,18 @@ class TvmBackend:
 
             versions["cuda-toolkit"] = toolkit_version()
         return versions
+
+    def tools(self, target: Target) -> list[Tool]:
+        if target.tvm_runtime == "none":  # TVM's kernels behind a static C driver, linked by the target's gcc
+            return firmware_tools(target) if target.os == "none" else [
+                cross.tool(target.cross_prefix, "gcc", "compiles and links the executable")]
+        needs = [cross.tool(target.cross_prefix, "g++", "compiles the runner and links model.so"),
+                 tvm_runtimes.tool(target.arch)]
+        if target.tvm_target["kind"] == "cuda":
+            from .cuda import toolkit_tool
+
+            needs.append(toolkit_tool())
+        return needs
 
 
 @lru_cache(maxsize=1)

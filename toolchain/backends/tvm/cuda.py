@@ -36,6 +36,7 @@ from ...atomic import atomic_file
 from ...codegen import render
 from ...errors import BadInput, BuildError, MissingTool, output_tail, reason
 from ...hostenv import cross, tvm_runtimes
+from ...hostenv.tools import Tool
 from ...paths import cache_dir
 from ..base import CompileRequest, CompileResult, Progress, ReportSection
 from .frontend import imported_module, tvm_target_of
@@ -101,6 +102,14 @@ def find_toolkit() -> Toolkit:
     root = Path(top.group(1).strip()).resolve() if top else nvcc.parent.parent
     return Toolkit(root=root, nvcc=nvcc, version=version.group(1) if version else "unknown",
                    architectures=tuple(a for a in listed if a.startswith("sm_")))
+
+
+def toolkit_tool() -> Tool:
+    def locate() -> str:
+        toolkit = find_toolkit()
+        return f"{toolkit.label} in {toolkit.root}"
+
+    return Tool("nvcc (the CUDA toolkit)", "compiles the GPU kernels (CUDA_PATH, else nvcc on PATH)", locate)
 
 
 def toolkit_version() -> str:

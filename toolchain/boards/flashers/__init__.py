@@ -16,6 +16,8 @@ from ... import proc
 from ...atomic import atomic_write
 from ...bundle import BUNDLE, MANIFEST
 from ...errors import BadInput
+from ...hostenv import tools
+from ...hostenv.tools import Tool
 from ...registry import Registry
 from ...signing import check_build
 from ...target.profile import Target, load_target
@@ -64,6 +66,15 @@ FLASHERS: Registry[Flasher] = Registry("probe", __name__)
 register = FLASHERS.register
 names = FLASHERS.names
 get = FLASHERS.get
+
+
+def flasher_tools(target: Target) -> list[Tool]:
+    """The programs that could write target's firmware (optional: a real board, or a GDB server, is beyond a
+    build): every probe for a board with a [flash] table, gdb-multiarch for any firmware."""
+    return [tools.program(flasher.program, flasher.install_hint, f"writes the firmware (--probe {flasher.name})",
+                          optional=True)
+            for flasher in (get(name) for name in names())
+            if (target.os == "none" if flasher.caps.gdb_server else bool(target.flash))]
 
 
 def flash_setting(target: Target, key: str, probe: str):
