@@ -1,6 +1,7 @@
 """Find, version and drive the compilers a target needs (argv lists, never a shell string)."""
 
 import shutil
+from functools import lru_cache
 from pathlib import Path
 
 from .. import proc
@@ -54,6 +55,18 @@ def find_tool(target: Target, tool: str) -> Path:
 def tool(cross_prefix: str, name: str, purpose: str) -> Tool:
     """find_program(cross_prefix, name) as a Tool that reports the compiler's version."""
     return Tool(cross_prefix + name, purpose, lambda: proc.version(find_program(cross_prefix, name)))
+
+
+def compiler_versions(compilers: frozenset[str]) -> dict[str, str]:
+    """The installed version of each named compiler (e.g. arm-none-eabi-gcc), "not installed" for a missing one:
+    what a backend's versions() records for the targets it serves, into the report and the cache key."""
+    return {name: _version_of(name) for name in sorted(compilers)}
+
+
+@lru_cache(maxsize=None)
+def _version_of(name: str) -> str:
+    path = shutil.which(name)
+    return proc.version(path) if path else "not installed"
 
 
 def run_tool(argv: list[str | Path], cwd: Path) -> proc.CompletedProcess:

@@ -22,7 +22,7 @@ from ...hostenv import cross
 from ...hostenv.tools import Tool
 from ...model.info import ModelInfo
 from ...paths import FIRMWARE_DIR
-from ...target.profile import Target
+from ...target.profile import Target, loadable_targets
 from .. import register
 from .._firmware import ModelSources, build_firmware, find_tools, firmware_tools
 from .._static_model import io_tensors, model_identifier
@@ -59,7 +59,9 @@ class KernelsBackend:
         return build_firmware(request, self.name, sources, tools)
 
     def versions(self) -> dict[str, str]:
-        return {}  # the compiler is the target's gcc, which every firmware build records
+        """The C compiler of every target this backend serves: the kernels are compiled by it."""
+        return cross.compiler_versions(frozenset(f"{target.cross_prefix}gcc" for target in loadable_targets()
+                                                 if self.name in target.backends))
 
     def tools(self, target: Target) -> list[Tool]:
         return firmware_tools(target)

@@ -9,10 +9,7 @@ frontend.py imports the model for all of them (int8_import.py gives int8 TFLite 
 arithmetic). This module registers the backend and imports a route only when it compiles.
 """
 
-import shutil
-from functools import lru_cache
 
-from ... import proc
 from ...hostenv import cross, tvm_runtimes
 from ...hostenv.tools import Tool
 from ...model.info import ModelInfo
@@ -73,16 +70,11 @@ class TvmBackend:
         return needs
 
 
-@lru_cache(maxsize=1)
 def _compiler_versions() -> dict[str, str]:
     """Versions of the installed compiler of every target this backend serves (versions() has no target)."""
-    compilers = {}
-    for target in loadable_targets():
-        if "tvm" in target.backends:
-            name = f"{target.cross_prefix}{'gcc' if target.tvm_runtime == 'none' else 'g++'}"
-            path = shutil.which(name)
-            compilers[name] = proc.version(path) if path else "not installed"
-    return compilers
+    return cross.compiler_versions(frozenset(
+        f"{target.cross_prefix}{'gcc' if target.tvm_runtime == 'none' else 'g++'}"
+        for target in loadable_targets() if "tvm" in target.backends))
 
 
 register(TvmBackend())
