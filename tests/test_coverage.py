@@ -25,7 +25,7 @@ def test_auto_falls_back_to_litert_and_records_why_tvm_stopped(tmp_path, hybrid_
     assert TVM_BLOCKED in report["attempts"][0]["error"] and report["attempts"][1]["error"] is None
     assert report["out_dir"] == str(result.out_dir)
     assert sorted(p.name for p in result.out_dir.iterdir() if p.name != "signature.json") == [
-        "bundle", "provenance.json", "report.json", "report.md"]
+        "bundle", "provenance.json", "report.html", "report.json", "report.md"]
     markdown = (result.out_dir / "report.md").read_text()
     assert "## Backend choice (--backend auto)" in markdown and "| litert | **chosen** |" in markdown
     assert TVM_BLOCKED in markdown
