@@ -50,6 +50,7 @@ def latency_histogram(timings_ms: list[float], median: float, p90: float, label:
     ax.hist(timings_ms, bins=min(30, max(5, len(timings_ms) // 3)), color=COLOURS["main"])
     ax.axvline(median, color=COLOURS["ok"], label=f"median {median:.3f} ms")
     ax.axvline(p90, color=COLOURS["second"], linestyle="--", label=f"p90 {p90:.3f} ms")
+    ax.ticklabel_format(axis="x", useOffset=False)  # emulated runs differ by microseconds: plain values, no "+1.215"
     ax.set_xlabel(f"latency per inference, ms ({label})")
     ax.set_ylabel("runs")
     ax.legend(frameon=False)
