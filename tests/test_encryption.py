@@ -1,5 +1,6 @@
-"""Encryption at rest (`invoke build --encrypt KEY`): rpi4 bundles whose model is AES-256-GCM encrypted, run
-under qemu-user in the emulated Debian userland with the right key, a wrong key, no key and an altered byte."""
+"""Encryption at rest (`invoke build --encrypt KEY`): rpi4 bundles whose model is AES-256-GCM encrypted (tvm's
+model.so, litert's .tflite, onnxruntime's .onnx), run under qemu-user with the right key, a wrong key, no key and
+an altered byte."""
 
 import shutil
 from pathlib import Path
@@ -66,8 +67,8 @@ def test_a_key_file_must_hold_32_bytes(tmp_path, content):
 @pytest.mark.fast
 @pytest.mark.parametrize("target, backend, says", [
     ("nucleo-l4r5zi", "kernels", "nucleo-l4r5zi is a microcontroller"),
-    ("rpi4", "tvm", "backend 'tvm' cannot store the model encrypted (--encrypt); give --backend litert or --backend "
-                    "onnxruntime."),
+    ("host", "executorch", "backend 'executorch' cannot store the model encrypted (--encrypt); give --backend tvm or "
+                           "--backend litert or --backend onnxruntime."),
 ])
 def test_encrypt_is_refused_where_it_is_not_supported(tmp_path, capsys, key, target, backend, says):
     model = tmp_path / "model.onnx"
@@ -93,14 +94,22 @@ def test_a_key_inside_the_build_folder_is_refused(tmp_path, capsys):
     assert "keep the encryption key outside every build" in err
 
 
+def test_tvm_refuses_to_encrypt_a_static_executable(tmp_path, capsys, key, tiny_tflite):
+    before = snapshot(tmp_path)
+    code, _, err = run_cli(["build", "--target", "rpi2", "--model", str(tiny_tflite), "--out", str(tmp_path / "out"),
+                            "--encrypt", str(key)], capsys)
+    assert_clean_refusal(code, err, 2, before, snapshot(tmp_path))
+    assert "only on boards with a TVM runtime on the CPU, and rpi2 runs one static executable." in err
+
+
 @pytest.fixture(scope="module")
 def encrypted(tmp_path_factory, tiny_tflite, tiny_onnx, key):
-    """The tiny models built for rpi4 with litert and onnxruntime, encrypted, validated under qemu-user."""
+    """The tiny models built for rpi4 with tvm, litert and onnxruntime, encrypted, validated under qemu-user."""
     from toolchain.options import BuildOptions
     from toolchain.pipeline.build import build
 
     out = tmp_path_factory.mktemp("encrypted")
-    models = {"litert": tiny_tflite, "onnxruntime": tiny_onnx}
+    models = {"tvm": tiny_onnx, "litert": tiny_tflite, "onnxruntime": tiny_onnx}
     return {backend: build(BuildOptions(target="rpi4", model=model, backend=backend, out=out / backend, samples=8,
                                         encrypt=key))
             for backend, model in models.items()}
@@ -113,7 +122,7 @@ def _run(bundle_dir: Path, env: dict) -> runners.RunResult:
     return runners.run_bundle(runners.get("qemu-user"), load_target("rpi4"), bundle_dir, manifest, x, env=env)
 
 
-@pytest.mark.parametrize("backend", ["litert", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["tvm", "litert", "onnxruntime"])
 def test_an_encrypted_rpi4_bundle_validates_under_qemu_with_its_key(encrypted, key, backend):
     built = encrypted[backend]
     validation = built.report["validation"]
@@ -130,7 +139,7 @@ def test_an_encrypted_rpi4_bundle_validates_under_qemu_with_its_key(encrypted, k
     signing.check_build(built.out_dir)  # the manifest and provenance are intact
 
 
-@pytest.mark.parametrize("backend", ["litert", "onnxruntime"])
+@pytest.mark.parametrize("backend", ["tvm", "litert", "onnxruntime"])
 def test_a_wrong_or_missing_key_fails_with_one_sentence(encrypted, tmp_path, backend):
     bundle_dir = encrypted[backend].out_dir / BUNDLE
     model_file = read_manifest(bundle_dir)["encryption"]["files"][0]
@@ -143,8 +152,9 @@ def test_a_wrong_or_missing_key_fails_with_one_sentence(encrypted, tmp_path, bac
         _run(bundle_dir, {encryption.KEY_ENV: str(tmp_path / "absent.key")})
 
 
-def test_an_altered_ciphertext_byte_is_refused_by_the_check_then_by_gcm(encrypted, key, tmp_path, capsys):
-    copy = shutil.copytree(encrypted["onnxruntime"].out_dir, tmp_path / "copy")
+@pytest.mark.parametrize("backend", ["tvm", "onnxruntime"])
+def test_an_altered_ciphertext_byte_is_refused_by_the_check_then_by_gcm(encrypted, key, tmp_path, capsys, backend):
+    copy = shutil.copytree(encrypted[backend].out_dir, tmp_path / "copy")
     bundle_dir = copy / BUNDLE
     model = bundle_dir / read_manifest(bundle_dir)["encryption"]["files"][0]
     blob = bytearray(model.read_bytes())
@@ -153,8 +163,8 @@ def test_an_altered_ciphertext_byte_is_refused_by_the_check_then_by_gcm(encrypte
     with pytest.raises(BuildError, match=f"{model.name}"):
         signing.check_build(copy)
     before = snapshot(tmp_path)
-    code, _, err = run_cli(["bench", "--target", "rpi4", "--backend", "onnxruntime", "--model",
-                            encrypted["onnxruntime"].report["model"]["path"], "--out", str(copy), "--samples", "8",
+    code, _, err = run_cli(["bench", "--target", "rpi4", "--backend", backend, "--model",
+                            encrypted[backend].report["model"]["path"], "--out", str(copy), "--samples", "8",
                             "--encrypt", str(key)], capsys)
     assert_clean_refusal(code, err, 1, before, snapshot(tmp_path))
     assert model.name in err and "refusing to use it" in err

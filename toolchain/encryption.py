@@ -86,5 +86,5 @@ def manifest_record(files: list[str]) -> dict:
 
 def runner_context() -> dict:
     """What a generated runner needs to read and decrypt an encrypted file (templates: `encryption`)."""
-    return {"key_env": KEY_ENV, "board_key_path": BOARD_KEY_PATH, "magic": repr(MAGIC), "key_bytes": KEY_BYTES,
-            "nonce_bytes": NONCE_BYTES, "tag_bytes": TAG_BYTES}
+    return {"key_env": KEY_ENV, "board_key_path": BOARD_KEY_PATH, "magic": repr(MAGIC), "magic_bytes": list(MAGIC),
+            "key_bytes": KEY_BYTES, "nonce_bytes": NONCE_BYTES, "tag_bytes": TAG_BYTES}
