@@ -139,6 +139,29 @@ def test_an_encrypted_rpi4_bundle_validates_under_qemu_with_its_key(encrypted, k
     signing.check_build(built.out_dir)  # the manifest and provenance are intact
 
 
+def test_bench_finds_the_encrypted_build_and_runs_it_with_its_key(encrypted, key):
+    from toolchain.options import BuildOptions
+    from toolchain.pipeline.bench import run_bench
+
+    built = encrypted["onnxruntime"]
+    timed = run_bench(BuildOptions(target="rpi4", model=Path(built.report["model"]["path"]), backend="onnxruntime",
+                                   out=built.out_dir, samples=8, encrypt=key), runs=3, warmup=1)
+    assert timed.cached and timed.report["bench"]["runs"] == 3
+    assert timed.report["bench"]["instructions_per_inference"] == built.report["bench"]["instructions_per_inference"]
+
+
+@pytest.mark.parametrize("backend", ["tvm", "onnxruntime"])
+def test_encrypted_builds_are_reproducible(encrypted, key, backend):
+    from toolchain.options import BuildOptions
+    from toolchain.pipeline.reproducibility import check_reproducible
+
+    built = encrypted[backend]
+    checked = check_reproducible(BuildOptions(target="rpi4", model=Path(built.report["model"]["path"]),
+                                              backend=backend, out=built.out_dir, samples=8, encrypt=key))
+    model_file = read_manifest(built.out_dir / BUNDLE)["encryption"]["files"][0]
+    assert f"{BUNDLE}/{model_file}" in checked.compared
+
+
 @pytest.mark.parametrize("backend", ["tvm", "litert", "onnxruntime"])
 def test_a_wrong_or_missing_key_fails_with_one_sentence(encrypted, tmp_path, backend):
     bundle_dir = encrypted[backend].out_dir / BUNDLE

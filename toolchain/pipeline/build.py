@@ -135,18 +135,18 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
                **({"encryption": encryption.ALGORITHM} if opts.encrypt else {})}
     signing_key = signing.signing_key_path(opts.signing_key)
     signer = signing.fingerprint(signing_key) if signing_key else None  # another key: another build
-    model_key = encryption.key_id(opts.encrypt) if opts.encrypt else None  # likewise
+    keyed = {**options, "signer": signer}
     if opts.encrypt:
         encryption.check_outside(opts.encrypt, out_dir)
-    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name,
-                          {**options, "signer": signer, **({"model_key": model_key} if model_key else {})}, versions)
+        keyed["model_key"] = encryption.key_id(opts.encrypt)  # likewise
+    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, keyed, versions)
     return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
                  signing_key, quantization, opts.encrypt)
 
 
 def _check_encryption(key_path: Path, target: Target, backend: Backend) -> None:
-    """--encrypt: BadInput unless the backend stores models encrypted (a microcontroller never: its image is
-    executed in place from flash) and the key file is one."""
+    """--encrypt: BadInput unless the backend stores models encrypted (never on a microcontroller, whose image
+    runs in place from flash) and the key file holds an AES-256 key."""
     if target.os == "none":
         raise BadInput(f"--encrypt applies to Linux boards; {target.name} is a microcontroller, whose firmware "
                        "runs in place from flash (MCUboot's image encryption is not supported yet).")
