@@ -81,7 +81,7 @@ HELP = {
                    "from invoke keygen if it exists; without one the build is unsigned)",
     "encrypt": "32-byte AES-256 key file (invoke keygen --aes FILE): the bundle's model is stored AES-256-GCM "
                "encrypted and the board's runner decrypts it in memory with the key file $EDGEYARD_MODEL_KEY names "
-               "(litert, onnxruntime; docs/trust.md)",
+               "(tvm, litert, onnxruntime on Linux boards; docs/trust.md)",
     "debug": "show the traceback of an error (and, like --verbose, the libraries' own log lines)",
 }
 VERBOSE = {"verbose": "show TensorFlow's, LiteRT's and ONNX Runtime's own log lines on the terminal (by default they "
