@@ -79,6 +79,9 @@ HELP = {
     "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
     "signing_key": "Ed25519 key that signs the build (default: $EDGEYARD_SIGNING_KEY, else the per-user key "
                    "from invoke keygen if it exists; without one the build is unsigned)",
+    "encrypt": "32-byte AES-256 key file (invoke keygen --aes FILE): the bundle's model is stored AES-256-GCM "
+               "encrypted and the board's runner decrypts it in memory with the key file $EDGEYARD_MODEL_KEY names "
+               "(tvm, litert, onnxruntime on Linux boards; docs/trust.md)",
     "debug": "show the traceback of an error (and, like --verbose, the libraries' own log lines)",
 }
 VERBOSE = {"verbose": "show TensorFlow's, LiteRT's and ONNX Runtime's own log lines on the terminal (by default they "
@@ -128,14 +131,15 @@ def _with_progress(action, debug: bool, verbose: bool, folder_of=lambda result: 
       iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, accuracy_budget=None, check_reproducible=False, debug=False, verbose=False):
+          set=None, signing_key=None, accuracy_budget=None, encrypt=None, check_reproducible=False, debug=False,
+          verbose=False):
     """Build, run, validate and time a model for a target; writes report.json, report.md, report.html,
     provenance.json (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
-                               signing_key, accuracy_budget)
+                               signing_key, accuracy_budget, encrypt)
     if check_reproducible:
         from toolchain.pipeline.reproducibility import check_reproducible as check
 
@@ -155,14 +159,14 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          signing_key=None, accuracy_budget=None, debug=False, verbose=False):
+          signing_key=None, accuracy_budget=None, encrypt=None, debug=False, verbose=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
-                               eval_data, signing_key, accuracy_budget)
+                               eval_data, signing_key, accuracy_budget, encrypt)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _with_progress(lambda progress: compare_backends(opts(), runs, warmup, progress=progress,
@@ -179,7 +183,8 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
             "host": "the Linux board, [USER@]ADDRESS (required)", "allow_unsigned": ALLOW_UNSIGNED},
       iterable=["input_shape"])
 def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
-           host=None, port=0, identity=None, known_hosts=None, signing_key=None, allow_unsigned=False, debug=False):
+           host=None, port=0, identity=None, known_hosts=None, signing_key=None, encrypt=None, allow_unsigned=False,
+           debug=False):
     """Build if needed, check the bundle against its manifest's sha256 and copy it to a board over SSH."""
     from toolchain.boards import deploy as deployment
     from toolchain.pipeline.build import build as run_build
@@ -190,7 +195,7 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
 
             raise BadInput("deploy needs --host [USER@]ADDRESS.")
         built = run_build(options.build_options(target, model, backend, out, input_shape, data, samples, threads,
-                                                signing_key=signing_key), console.ProgressPrinter(),
+                                                signing_key=signing_key, encrypt=encrypt), console.ProgressPrinter(),
                           refuse_altered=True)
         return deployment.deploy(built.out_dir, host, port or None, identity, known_hosts,
                                  progress=console.ProgressPrinter(), allow_unsigned=allow_unsigned)
@@ -201,7 +206,7 @@ def deploy(c, target="rpi4", model=None, backend=None, out=None, input_shape=Non
           f"run it there with: cd {done.remote_dir} && ./run.sh IN_DIR OUT_DIR SAMPLES WARMUP REPEAT")
 
 
-@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads", "signing_key") + QUANTIZE_OPTIONS},
+@task(help={**{k: v for k, v in HELP.items() if k not in ("backend", "threads", "signing_key", "encrypt") + QUANTIZE_OPTIONS},
             "logic": "also run Vivado logic synthesis after C synthesis (slower; post-synthesis resources)"},
       iterable=["input_shape", "layer_precision", "set"])
 def fpga_synth(c, target="alveo-u250", model=None, out=None, input_shape=None, data=None, samples=32, precision=None,
@@ -279,11 +284,20 @@ def targets(c, debug=False):
 @task(help={"key": "where to write the private key (default: the per-user key, <config>/edgeyard/signing-key.pem); "
                    "the public key goes beside it as .pub",
             "force": "replace an existing key (builds signed with the old one no longer verify)",
+            "aes": "make a 32-byte AES-256 key for build --encrypt in this file instead (mode 600)",
             "debug": HELP["debug"]})
-def keygen(c, key=None, force=False, debug=False):
-    """Make an Ed25519 signing key; from then on every build signs its manifest and provenance with it."""
+def keygen(c, key=None, force=False, aes=None, debug=False):
+    """Make an Ed25519 signing key; from then on every build signs its manifest and provenance with it.
+    With --aes FILE: a 32-byte AES-256 key for invoke build --encrypt FILE instead."""
     from toolchain import signing
 
+    if aes:
+        from toolchain import encryption
+
+        made = _finish(lambda: encryption.keygen(aes, force), debug)
+        _show(f"encryption key {made} (keep it private; copy it to the board as {encryption.BOARD_KEY_PATH} or "
+              f"name it in ${encryption.KEY_ENV}): invoke build --encrypt {made}")
+        return
     private, public = _finish(lambda: signing.keygen(key, force), debug)
     _show(f"signing key {private} (keep it private), public key {public} (give it to whoever checks builds: "
           f"invoke verify DIR --key {public})")

@@ -36,6 +36,7 @@ class BuildOptions:
     accuracy_budget: float | None = None  # --quantize mixed: accuracy drop allowed, in points (None: 0.5)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
     signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
+    encrypt: Path | None = None  # AES-256 key file: the bundle's model stored encrypted (encryption.py); None: plain
 
 
 
@@ -106,7 +107,7 @@ def scheduler_address(text: str | None) -> str | None:
 
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
                   layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None,
-                  accuracy_budget=None):
+                  accuracy_budget=None, encrypt=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
@@ -122,7 +123,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
                         quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
                         eval_data=Path(eval_data) if eval_data else None, accuracy_budget=accuracy_budget,
                         settings=settings,
-                        signing_key=Path(signing_key) if signing_key else None)
+                        signing_key=Path(signing_key) if signing_key else None,
+                        encrypt=Path(encrypt) if encrypt else None)
 
 
 def board_connection(host, port, identity, known_hosts, rpc, key):

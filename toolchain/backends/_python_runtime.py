@@ -9,7 +9,7 @@ import shutil
 from dataclasses import dataclass
 from importlib import metadata
 
-from .. import bundle
+from .. import bundle, encryption
 from ..codegen import render
 from ..hostenv import userland
 from ..hostenv.tools import Tool
@@ -32,10 +32,11 @@ class PythonRuntimeBackend:
     env: tuple[tuple[str, str], ...] = ()  # environment the runner script needs on the board
     int16_activations: bool = False  # BackendCaps.int16_activations
     model_suffix: str = ""  # the bundle's model file extension, when it is not the format's name
+    encrypts: bool = False  # BackendCaps.encrypts: the runtime loads a model from bytes, so it can be decrypted first
 
     @property
     def caps(self) -> BackendCaps:
-        return BackendCaps(formats=(self.format,), int16_activations=self.int16_activations)
+        return BackendCaps(formats=(self.format,), int16_activations=self.int16_activations, encrypts=self.encrypts)
 
     def write_model(self, request: CompileRequest, path) -> None:
         """The model file the runner script loads: the model itself (a runtime that executes its format)."""
@@ -51,6 +52,9 @@ class PythonRuntimeBackend:
         model_file = f"model.{self.model_suffix or self.format}"
         script = f"run_{self.name}.py"
         self.write_model(request, out / model_file)
+        if request.model_key is not None:
+            request.progress(f"encrypting {model_file} ({encryption.ALGORITHM})")
+            encryption.encrypt_file(out / model_file, request.model_key)
         render(
             "python_runner.py.j2",
             out / script,
@@ -62,12 +66,14 @@ class PythonRuntimeBackend:
             target=request.target.name,
             inputs=tensor_spec(request.model.inputs),
             outputs=tensor_spec(request.model.outputs),
+            encryption=encryption.runner_context() if request.model_key else None,
         )
         entry = bundle.Entry(kind="python", argv=["python3", f"./{script}"], arch="any", env=dict(self.env))
         bundle.write_run_script(out, self.name, request.target.name, entry)
         return CompileResult(bundle.write_manifest(
             out, self.name, request.target.name, entry, request.model.inputs, request.model.outputs,
-            extra={"requires": {"python": "3.11", "packages": [self.package, "numpy"]}},
+            extra={"requires": {"python": "3.11", "packages": [self.package, "numpy"]},
+                   **({"encryption": encryption.manifest_record([model_file])} if request.model_key else {})},
         ))
 
     def versions(self) -> dict[str, str]:

@@ -26,6 +26,7 @@ class BackendCaps:
     # The reference framework the backend is bit-exact with (toolchain/model/reference.py: "tflite-micro" for
     # TFLite models); None: the model format's default (litert for .tflite).
     reference: str | None = None
+    encrypts: bool = False  # stores the model AES-256-GCM encrypted on request (--encrypt; toolchain/encryption.py)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class CompileRequest:
     bundle_dir: Path  # empty folder to fill; the backend writes files and then the manifest
     progress: Progress
     signing_key: Path | None = None  # the build's Ed25519 key: firmware for MCUboot boards is signed with it
+    model_key: Path | None = None  # the AES-256 key file the model is encrypted with (caps.encrypts), None: plain
 
 
 @dataclass

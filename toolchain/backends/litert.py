@@ -7,4 +7,5 @@ register(PythonRuntimeBackend(
     name="litert", runtime_label="LiteRT", format="tflite", package="ai-edge-litert",
     # Its reference kernels run 16-bit activations with 8-bit weights (XNNPACK leaves those ops to them).
     int16_activations=True,
+    encrypts=True,  # loads the model from bytes: decrypted in memory (--encrypt)
 ))

@@ -4,7 +4,7 @@
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .. import runners
+from .. import encryption, runners
 from ..atomic import scratch_dir
 from ..bundle import BUNDLE, entry_of, read_manifest
 from ..console import Progress, quiet
@@ -31,22 +31,24 @@ class _Timed:
     runner: runners.Runner
     manifest: dict
     inputs: list
+    env: dict  # RunRequest.env: where the model key is, for an encrypted bundle
     timings_ns: list = field(default_factory=list)
     count: runners.InstructionCount | None = None
 
     @classmethod
-    def prepare(cls, built: BuildResult, target: Target, connection: runners.Connection | None = None) -> "_Timed":
+    def prepare(cls, built: BuildResult, target: Target, connection: runners.Connection | None = None,
+                model_key: Path | None = None) -> "_Timed":
         bundle_dir = built.out_dir / BUNDLE
         manifest = read_manifest(bundle_dir)
         runner, why = runners.select(target, entry_of(manifest), connection)
         if runner is None:
             why = why or manifest.get("not_run", NO_RUNNER)
             raise BuildError(f"cannot benchmark the {manifest['backend']} bundle for {target.name}: {why}.")
-        return cls(built, runner, manifest, _probe_inputs(manifest, bundle_dir))
+        return cls(built, runner, manifest, _probe_inputs(manifest, bundle_dir), encryption.runner_env(model_key))
 
     def run(self, target: Target, warmup: int, runs: int, threads: int, count_instructions: bool) -> None:
         result = runners.run_bundle(self.runner, target, self.built.out_dir / BUNDLE, self.manifest, self.inputs,
-                                    warmup, runs, threads, count_instructions=count_instructions)
+                                    warmup, runs, threads, count_instructions=count_instructions, env=self.env)
         self.timings_ns += result.timings_ns
         self.count = result.count if count_instructions else self.count
 
@@ -73,7 +75,7 @@ def run_bench(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup: int = 
     # One scratch folder for the build and the timing: the paths a firmware reads over semihosting, and
     # with them its instruction count, are the same as the build's own run.
     with scratch_dir():
-        timed = _Timed.prepare(build(opts, progress, refuse_altered=True), target, connection)
+        timed = _Timed.prepare(build(opts, progress, refuse_altered=True), target, connection, opts.encrypt)
         progress(f"timing {runs} runs after {warmup} warm-up runs on {timed.runner.name}")
         timed.run(target, warmup, runs, opts.threads, count_instructions=True)
         return timed.record(warmup, opts.threads)
@@ -99,7 +101,7 @@ def compare_backends(opts: BuildOptions, runs: int = stats.DEFAULT_RUNS, warmup:
             out_root = out_root or built.out_dir.parent
             rows.append({"backend": name, "out_dir": str(built.out_dir), "error": None})
             if built.report["validation"]["ran"]:
-                timed.append(_Timed.prepare(built, target, connection))
+                timed.append(_Timed.prepare(built, target, connection, opts.encrypt))
         except EdgeyardError as err:
             rows.append({"backend": name, "out_dir": None, "error": str(err)})
     per_round = -(-runs // rounds)  # ceiling: at least `runs` in all

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .. import __version__, backends, runners, signing
+from .. import __version__, backends, encryption, runners, signing
 from ..atomic import scratch_dir, staged_dir
 from ..backends.base import Backend, CompileRequest, CompileResult
 from ..bundle import BUNDLE, entry_of, is_build_folder
@@ -60,6 +60,7 @@ class _Plan:
     options: dict  # what the cache key and the provenance record of the options
     signing_key: Path | None
     quantization: object = None  # convert.quantize.Request, or None
+    model_key: Path | None = None  # --encrypt's AES-256 key file
 
 
 def target_of(opts: BuildOptions) -> Target:
@@ -99,6 +100,8 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
         raise BadInput(f"backend '{backend_name}' does not serve target '{target.name}': {why}." if why else
                        f"backend '{backend_name}' does not serve target '{target.name}' "
                        f"(its backends: {', '.join(target.backends)}).")
+    if opts.encrypt is not None:
+        _check_encryption(opts.encrypt, target, backend)
     parse_count("--samples", opts.samples, 1, MAX_SAMPLES)  # the API's BuildOptions skip build_options()
     parse_count("--threads", opts.threads, 1, MAX_THREADS)
     from ..convert.quantize import plan as quantization_plan
@@ -128,13 +131,30 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
                 **(framework_versions(fallback) if fallback else {})}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
                "quantization": quantization.cache_key() if quantization else None,
-               "data": model_sha256(Path(data)) if data else None}
+               "data": model_sha256(Path(data)) if data else None,
+               **({"encryption": encryption.ALGORITHM} if opts.encrypt else {})}
     signing_key = signing.signing_key_path(opts.signing_key)
     signer = signing.fingerprint(signing_key) if signing_key else None  # another key: another build
-    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, {**options, "signer": signer},
-                          versions)
+    keyed = {**options, "signer": signer}
+    if opts.encrypt:
+        encryption.check_outside(opts.encrypt, out_dir)
+        keyed["model_key"] = encryption.key_id(opts.encrypt)  # likewise
+    key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, keyed, versions)
     return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
-                 signing_key, quantization)
+                 signing_key, quantization, opts.encrypt)
+
+
+def _check_encryption(key_path: Path, target: Target, backend: Backend) -> None:
+    """--encrypt: BadInput unless the backend stores models encrypted (never on a microcontroller, whose image
+    runs in place from flash) and the key file holds an AES-256 key."""
+    if target.os == "none":
+        raise BadInput(f"--encrypt applies to Linux boards; {target.name} is a microcontroller, whose firmware "
+                       "runs in place from flash (MCUboot's image encryption is not supported yet).")
+    if not backend.caps.encrypts:
+        able = [name for name in target.backends if backends.get(name).caps.encrypts]
+        hint = f"give --backend {' or --backend '.join(able)}" if able else f"no backend of {target.name} can"
+        raise BadInput(f"backend '{backend.name}' cannot store the model encrypted (--encrypt); {hint}.")
+    encryption.read_key(key_path)
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
@@ -284,7 +304,7 @@ def _compile(plan: _Plan, converted: _Converted, bundle_dir: Path, progress: Pro
     bundle_dir.mkdir()
     progress(f"compiling with {plan.backend.name} for {plan.target.name}")
     compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress,
-                                                       plan.signing_key))
+                                                   plan.signing_key, plan.model_key))
     memory = next((section.data for section in compiled.sections if section.key == "memory"), None)
     if memory is not None and converted.compiled.format == "tflite":
         memory.update(_tflm_arena(converted.compiled.path, progress))
@@ -324,7 +344,8 @@ def _run_and_validate(plan: _Plan, opts: BuildOptions, converted: _Converted, co
     else:
         progress(f"running the bundle on {runner.name} ({opts.samples} samples, {stats.BUILD_RUNS} timed runs)")
         result = runners.run_bundle(runner, plan.target, bundle_dir, manifest, inputs.tensors,
-                                    stats.BUILD_WARMUP, stats.BUILD_RUNS, opts.threads, count_instructions=True)
+                                    stats.BUILD_WARMUP, stats.BUILD_RUNS, opts.threads, count_instructions=True,
+                                    env=encryption.runner_env(plan.model_key))
         tolerance = compiled.tolerance or (converted.quantization or {}).get("validation_tolerance")
         validation = validate.compare(result.outputs, reference, converted.compiled.outputs, inputs.labels, tolerance)
         timing = stats.bench_section(runner, result.timings_ns, stats.BUILD_WARMUP, opts.threads, result.count)

@@ -8,7 +8,7 @@ Runners that reach a board (ssh, tvm-rpc) get a Connection and move the files th
 import math
 import os
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,9 @@ class RunRequest:
     repeat: int
     threads: int
     timeout_s: float
+    # Environment of a run on this machine on top of the runner's (the model key's path for an encrypted bundle);
+    # a board's own environment for a remote run.
+    env: dict[str, str] = field(default_factory=dict)
 
     def first_sample(self) -> list[bytes]:
         """Sample 0 of each input file in IN_DIR: what instruction counting runs."""
@@ -179,9 +182,9 @@ def check_caps(runner: Runner) -> Runner:
 
 def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict, inputs: list[np.ndarray],
                warmup: int = 0, repeat: int = 0, threads: int = 1, timeout_s: float = 600,
-               count_instructions: bool = False) -> RunResult:
+               count_instructions: bool = False, env: dict[str, str] | None = None) -> RunResult:
     """Run `inputs` (each (samples, *shape)) through the bundle with `runner`; time sample 0 if repeat > 0,
-    and count its instructions when asked and the runner can."""
+    and count its instructions when asked and the runner can. `env`: RunRequest.env."""
     samples = inputs[0].shape[0]
     with tempfile.TemporaryDirectory(prefix="edgeyard-io-") as io_dir:
         in_dir, out_dir = Path(io_dir, "in"), Path(io_dir, "out")
@@ -189,7 +192,8 @@ def run_bundle(runner: Runner, target: Target, bundle_dir: Path, manifest: dict,
         out_dir.mkdir()
         for i, (spec, batch) in enumerate(zip(manifest["inputs"], inputs)):
             np.ascontiguousarray(batch, dtype=spec["dtype"]).tofile(in_dir / f"input{i}.bin")
-        request = RunRequest(target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s)
+        request = RunRequest(target, bundle_dir, manifest, in_dir, out_dir, samples, warmup, repeat, threads, timeout_s,
+                             env or {})
         if runner.caps.remote:
             runner.execute(request)
         else:
@@ -222,7 +226,8 @@ def _execute_here(runner: Runner, request: RunRequest) -> None:
     argv = argv + [str(request.in_dir), str(request.out_dir), str(request.samples), str(request.warmup),
                    str(request.repeat)]
     try:
-        result = proc.run(argv, cwd=bundle_dir, env={**os.environ, **env}, timeout_s=timeout_s, check=False)
+        result = proc.run(argv, cwd=bundle_dir, env={**os.environ, **env, **request.env}, timeout_s=timeout_s,
+                          check=False)
     except proc.TimedOut:
         raise BuildError(f"the {manifest['backend']} bundle in {bundle_dir} did not finish within "
                          f"{timeout_s:.0f} s on runner {runner.name}.") from None

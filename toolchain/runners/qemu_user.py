@@ -28,9 +28,9 @@ from .base import InstructionCount, QemuRunner, RunnerCaps, RunRequest
 COUNT_SAMPLES = (1, 9)
 # A counted run's guest environment on top of one thread: a fixed hash seed, or Python's
 # randomized dict and set layouts change the instructions from run to run. Nothing else from this
-# machine's environment reaches the guest, and the bundle runs from a copy in a folder whose path
-# has the same length every time: even the length of `$_` or of the build folder's path moves the
-# guest's stack, and with it a few hundred instructions per inference.
+# machine's environment reaches the guest (but RunRequest.env: an encrypted bundle's key path), and
+# the bundle runs from a copy in a folder whose path has the same length every time: even the length
+# of `$_` or of the build folder's path moves the guest's stack, and with it a few hundred instructions per inference.
 _COUNT_ENV = {"PYTHONHASHSEED": "0"}
 _COUNT_TIMEOUT_S = 600
 
@@ -102,7 +102,7 @@ class QemuUserRunner(QemuRunner):
                     (run_in / f"input{i}.bin").write_bytes(first * samples)
                 counted = [shutil.which(emulator), "-plugin", qemu_plugin.plugin_option(count_file), *argv, str(run_in), str(run_out),
                            str(samples), "0", "0"]
-                proc.run(counted, cwd=copy, env={}, timeout_s=_COUNT_TIMEOUT_S,
+                proc.run(counted, cwd=copy, env=dict(request.env), timeout_s=_COUNT_TIMEOUT_S,
                          what=f"counting the instructions of the {manifest['backend']} bundle")
                 counts.append(int(count_file.read_text()))
         return InstructionCount(round((counts[1] - counts[0]) / (COUNT_SAMPLES[1] - COUNT_SAMPLES[0])))

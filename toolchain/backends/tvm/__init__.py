@@ -9,7 +9,7 @@ frontend.py imports the model for all of them (int8_import.py gives int8 TFLite 
 arithmetic). This module registers the backend and imports a route only when it compiles.
 """
 
-
+from ...errors import BadInput
 from ...hostenv import cross, tvm_runtimes
 from ...hostenv.tools import Tool
 from ...model.info import ModelInfo
@@ -22,7 +22,7 @@ from ..base import BackendCaps, CompileRequest, CompileResult
 class TvmBackend:
     name = "tvm"
     # A torch.export program imports directly (frontend.torch); TorchScript comes as ONNX.
-    caps = BackendCaps(formats=("tflite", "onnx", "torch-export"))
+    caps = BackendCaps(formats=("tflite", "onnx", "torch-export"), encrypts=True)  # shared runtime on a CPU only
 
     def unsupported_ops(self, model: ModelInfo) -> list[str]:
         from .frontend import unsupported_ops
@@ -31,6 +31,10 @@ class TvmBackend:
 
     def compile(self, request: CompileRequest) -> CompileResult:
         target = request.target
+        if request.model_key is not None and (target.tvm_runtime == "none" or target.tvm_target["kind"] == "cuda"):
+            runs = "one static executable" if target.tvm_runtime == "none" else "CUDA kernels"
+            raise BadInput(f"backend tvm stores model.so encrypted (--encrypt) only on boards with a TVM runtime on "
+                           f"the CPU, and {target.name} runs {runs}.")
         if target.tvm_runtime == "none":  # TVM's kernels behind a static C driver (static_driver.py)
             if target.os == "none":  # in harness firmware
                 from .firmware import compile_for_microcontroller

@@ -14,10 +14,10 @@ import math
 import shutil
 from pathlib import Path
 
-from ... import bundle
+from ... import bundle, encryption
 from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
-from ...hostenv import cross, tvm_runtimes
+from ...hostenv import cross, openssl, tvm_runtimes
 from ...model.info import TensorInfo
 from ..base import CompileRequest, CompileResult
 from .frontend import DL_TYPES, imported_module, tvm_target_of
@@ -44,7 +44,9 @@ def _runner_tensors(tensors: list[TensorInfo]) -> list[dict]:
     return rendered
 
 
-def compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path, device: str = "cpu") -> None:
+def compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path, device: str = "cpu",
+                   libcrypto: openssl.Libcrypto | None = None) -> None:
+    """The C++ runner; with `libcrypto`, one that decrypts an encrypted model.so in memory (linked statically)."""
     bundle_dir, model, target = request.bundle_dir, request.model, request.target
     render(
         "tvm_runner.cpp.j2",
@@ -54,17 +56,18 @@ def compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path, device
         inputs=_runner_tensors(model.inputs),
         outputs=_runner_tensors(model.outputs),
         device=device,
+        encryption=encryption.runner_context() if libcrypto else None,
     )
     lib_dir = bundle_dir / "lib"
     lib_dir.mkdir(exist_ok=True)
     for library in ("libtvm_runtime.so", "libtvm_ffi.so"):
         shutil.copy(runtime_dir / library, lib_dir / library)  # follows the host runtime's symlinks
     request.progress(f"compiling the C++ runner with {gxx.name}")
-    includes = [f"-I{d}" for d in tvm_runtimes.tvm_ffi_include_dirs()]
+    includes = [f"-I{d}" for d in [*tvm_runtimes.tvm_ffi_include_dirs(), *(libcrypto.include_dirs if libcrypto else [])]]
     cross.run_tool(
         [
-            gxx, "-std=c++17", "-O2", *includes, "runner.cpp", "-o", RUNNER,
-            "-Llib",
+            gxx, "-std=c++17", "-O2", *includes, "runner.cpp", *([libcrypto.static_library] if libcrypto else []),
+            "-o", RUNNER, "-Llib",
             # model.so calls into libtvm_runtime without naming it: keep it linked though no runner symbol needs it.
             "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi",
             "-Wl,-rpath,$ORIGIN/lib",
@@ -99,9 +102,17 @@ def compile_shared(request: CompileRequest) -> CompileResult:
     except RuntimeError as err:  # the compiler's output is in the message
         raise BuildError(f"linking {MODEL_LIBRARY} with {gxx.name} failed: {str(err).strip()}") from err
 
-    compile_runner(request, gxx, runtime_dir)
+    libcrypto = None
+    if request.model_key is not None:
+        libcrypto = openssl.libcrypto(target.arch, request.progress)
+        request.progress(f"encrypting {MODEL_LIBRARY} ({encryption.ALGORITHM})")
+        encryption.encrypt_file(bundle_dir / MODEL_LIBRARY, request.model_key)
+    compile_runner(request, gxx, runtime_dir, libcrypto=libcrypto)
     entry = bundle.Entry(kind="native", argv=[f"./{RUNNER}"], arch=target.arch)
     bundle.write_run_script(bundle_dir, "tvm", target.name, entry)
+    encrypted = {"encryption": {**encryption.manifest_record([MODEL_LIBRARY]),
+                                "libcrypto": f"{openssl.PACKAGE} {libcrypto.version}"}} if libcrypto else {}
     return CompileResult(bundle.write_manifest(
-        bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs, extra={"tvm_target": target.tvm_target}
+        bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
+        extra={"tvm_target": target.tvm_target, **encrypted}
     ))
