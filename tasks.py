@@ -38,7 +38,7 @@ HELP = {
     "target": "target profile name (see `invoke targets`)",
     "model": "model file: .keras/.h5, SavedModel folder, .tflite or .onnx (default: the embedded digits CNN)",
     "backend": "one of the target's backends, e.g. tvm, litert, onnxruntime, kernels (default: the target's default); "
-               "auto: the first of the target's backends that builds and validates, recording why the others did not; "
+               "auto: every backend of the target built, validated and measured, the fastest shipped; "
                "bench: all compares them",
     "out": "output folder (default: build/<target>/<model-stem>/<backend>/)",
     "input_shape": "pin an input's shape, NAME:1x49x10x1 (repeatable)",
@@ -58,6 +58,8 @@ HELP = {
                    "from invoke keygen if it exists; without one the build is unsigned)",
     "debug": "show the traceback of an error",
 }
+TUNING_HELP = {"tuning_db": "folder of TVM tuning databases, one per target (default: <cache>/tvm-tuning; "
+                            "invoke tune fills it)"}
 ALLOW_UNSIGNED = "accept a build without a signature (its files are still checked against its manifest)"
 QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data")  # build and bench only
 # How `bench` and `deploy` reach a real board.
@@ -83,36 +85,36 @@ def _finish(action, debug: bool):
     return result
 
 
-@task(help=HELP, iterable=["input_shape", "layer_precision", "set"])
+@task(help={**HELP, **TUNING_HELP}, iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, debug=False):
+          set=None, signing_key=None, tuning_db=None, debug=False):
     """Build, run, validate and time a model for a target; writes report.json, report.md, provenance.json
     (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
-                               signing_key)
+                               signing_key, tuning_db)
     result = _finish(lambda: run_build(opts(), console.ProgressPrinter()), debug)
     from toolchain.pipeline import report
 
     _show(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
 
-@task(help={**HELP, **BOARD_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
+@task(help={**HELP, **BOARD_HELP, **TUNING_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
       iterable=["input_shape", "layer_precision", "set"])
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          signing_key=None, debug=False):
+          signing_key=None, tuning_db=None, debug=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
-                               eval_data, signing_key)
+                               eval_data, signing_key, tuning_db)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _finish(lambda: compare_backends(opts(), runs, warmup, progress=console.ProgressPrinter(),
@@ -121,6 +123,24 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
         return
     result = _finish(lambda: run_bench(opts(), runs, warmup, console.ProgressPrinter(), board()), debug)
     _show(report.summary(result.report))
+
+
+@task(help={"target": "a Linux target with a TVM runtime: host (timed here) or an emulated board (instructions "
+                      "under qemu-user) (default host)",
+            "model": HELP["model"], "input_shape": HELP["input_shape"], **TUNING_HELP,
+            "trials": "tuning candidates to measure in all (default 200)",
+            "timeout": "minutes at most (default 10); Ctrl-C also stops and keeps what is tuned",
+            "debug": HELP["debug"]}, iterable=["input_shape"])
+def tune(c, target="host", model=None, input_shape=None, trials=200, timeout=10.0, tuning_db=None, debug=False):
+    """Tune the model's TVM kernels for a target (MetaSchedule) into its tuning database; tvm builds apply it."""
+    from toolchain.pipeline.tune import run_tune
+
+    opts = lambda: options.build_options(target, model, "tvm", None, input_shape, None, 32, 1,  # noqa: E731
+                                         tuning_db=tuning_db)
+    result = _finish(lambda: run_tune(opts(), int(trials), float(timeout), console.ProgressPrinter()), debug)
+    from toolchain.pipeline.report import tune_summary
+
+    _show(tune_summary(result))
 
 
 @task(help={**{k: v for k, v in HELP.items() if k not in QUANTIZE_OPTIONS + ("precision", "layer_precision", "set")},

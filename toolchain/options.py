@@ -35,6 +35,7 @@ class BuildOptions:
     eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
     signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
+    tuning_db: Path | None = None  # tvm: the tuning databases' folder (None: <cache>/tvm-tuning; backends/tvm/tuning.py)
 
 
 
@@ -104,7 +105,8 @@ def scheduler_address(text: str | None) -> str | None:
 
 
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
-                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None):
+                  layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None,
+                  tuning_db=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
@@ -119,7 +121,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
                         threads=parse_count("--threads", threads, 1, MAX_THREADS), quantize=quantize,
                         quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
                         eval_data=Path(eval_data) if eval_data else None, settings=settings,
-                        signing_key=Path(signing_key) if signing_key else None)
+                        signing_key=Path(signing_key) if signing_key else None,
+                        tuning_db=Path(tuning_db) if tuning_db else None)
 
 
 def board_connection(host, port, identity, known_hosts, rpc, key):

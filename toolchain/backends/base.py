@@ -32,6 +32,7 @@ class CompileRequest:
     target: Target
     bundle_dir: Path  # empty folder to fill; the backend writes files and then the manifest
     progress: Progress
+    tuning_db: Path | None = None  # tvm: the folder of tuning databases (None: the cache's; backends/tvm/tuning.py)
 
 
 @dataclass

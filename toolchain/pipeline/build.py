@@ -61,6 +61,7 @@ class _Plan:
     options: dict  # what the cache key and the provenance record of the options
     signing_key: Path | None
     quantization: object = None  # convert.quantize.Request, or None
+    tuning_db: Path | None = None  # tvm: where the tuning databases are (None: the cache's)
 
 
 def target_of(opts: BuildOptions) -> Target:
@@ -127,6 +128,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     versions = {"edgeyard": __version__, **backend.versions(), **repair.versions(), **framework_versions(framework),
                 **(framework_versions(fallback) if fallback else {})}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
+               **_tvm_options(target, backend_name, opts.tuning_db),
                "quantization": quantization.cache_key() if quantization else None,
                "data": model_sha256(Path(data)) if data else None}
     signing_key = signing.signing_key_path(opts.signing_key)
@@ -134,7 +136,18 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, {**options, "signer": signer},
                           versions)
     return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
-                 signing_key, quantization)
+                 signing_key, quantization, opts.tuning_db)
+
+
+def _tvm_options(target: Target, backend_name: str, tuning_db: Path | None) -> dict:
+    """What else decides a tvm build, cheaply (no TVM import): the CPU that mcpu "host" names, and the tuning
+    database the build applies (its fingerprint: a new tuning run makes a new build)."""
+    if backend_name != "tvm":
+        return {}
+    from ..backends.tvm.tuning import database_fingerprint
+    from ..hostenv.host_cpu import resolved
+
+    return {"tvm_target": resolved(target.tvm_target), "tuning": database_fingerprint(target, tuning_db)}
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
@@ -280,10 +293,18 @@ def _convert(plan: _Plan, opts: BuildOptions, workdir: Path, progress: Progress)
     return _Converted(source, model, compiled, repairs, float_model, quantization)
 
 
+def compiled_model(opts: BuildOptions, workdir: Path, progress: Progress) -> tuple[ModelInfo, Target]:
+    """The model as opts' backend compiles it (planned, loaded, converted, repaired in `workdir`), and the target:
+    for a stage that works on a backend's input without building (invoke tune)."""
+    plan = _plan(opts, progress)
+    return _convert(plan, opts, workdir, progress).compiled, plan.target
+
+
 def _compile(plan: _Plan, converted: _Converted, bundle_dir: Path, progress: Progress) -> CompileResult:
     bundle_dir.mkdir()
     progress(f"compiling with {plan.backend.name} for {plan.target.name}")
-    compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress))
+    compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress,
+                                                   plan.tuning_db))
     memory = next((section.data for section in compiled.sections if section.key == "memory"), None)
     if memory is not None and converted.compiled.format == "tflite":
         memory.update(_tflm_arena(converted.compiled.path, progress))

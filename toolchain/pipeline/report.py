@@ -134,6 +134,22 @@ def comparison_summary(comparison: dict) -> str:
     return head + "\n" + table(["backend", "validation", "median ms", "p90 ms", "instructions", "runner"], rows)
 
 
+def tune_summary(result) -> str:
+    """`invoke tune`'s table: each tunable task, tuned before or its best cost now (tuning.TuneResult)."""
+    unit = "instructions" if result.measured_by == "instructions" else "us"
+    rows = []
+    for task in result.tasks:
+        best = task["best"]
+        shown = "-" if best is None else f"{best:,.0f}" if unit == "instructions" else f"{best * 1e6:.1f}"
+        rows.append([task["name"], "in the database already" if task["tuned_before"] else "tuned now" if best is not
+                     None else "not reached", shown])
+    stopped = {"timeout": "; stopped by --timeout", "interrupted": "; interrupted"}.get(result.stopped, "")
+    head = (f"{result.tuned} of {len(result.tasks)} tunable tasks of {Path(result.model).name} tuned for "
+            f"{result.target} in {result.database}: {result.trials} candidates measured in {result.seconds:.0f} s "
+            f"by {result.measured_by}{stopped}")
+    return head + "\n" + table(["task", "state", f"best ({unit})"], rows)
+
+
 MCU_BENCH_HEADERS = ["model", "backend", "validated (max LSB)", "instructions (emulated)", "cycles (estimate)",
                      "working memory B", "TFLM arena B", "memory/TFLM", "flash B", "RAM B", "published best cycles",
                      "estimate/published"]

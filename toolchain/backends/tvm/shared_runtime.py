@@ -17,10 +17,11 @@ from pathlib import Path
 from ... import bundle
 from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
-from ...hostenv import cross, tvm_runtimes
+from ...hostenv import cross, host_cpu, tvm_runtimes
 from ...model.info import TensorInfo
 from ..base import CompileRequest, CompileResult
-from .frontend import DL_TYPES, imported_module, tvm_target_of
+from .frontend import DL_TYPES, imported_module
+from .tuning import tuned_module
 
 MODEL_LIBRARY = "model.so"
 RUNNER = "runner"
@@ -87,8 +88,8 @@ def compile_shared(request: CompileRequest) -> CompileResult:
     import tvm.support.cc
     from tvm import relax
 
+    ir_module, tvm_target, tuning = tuned_module(ir_module, target, request.tuning_db, request.progress)
     request.progress(f"compiling {model.path.name} with TVM for {target.name}")
-    tvm_target = tvm_target_of(target)
     try:
         executable = tvm.compile(ir_module, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
     except Exception as err:
@@ -102,6 +103,6 @@ def compile_shared(request: CompileRequest) -> CompileResult:
     compile_runner(request, gxx, runtime_dir)
     entry = bundle.Entry(kind="native", argv=[f"./{RUNNER}"], arch=target.arch)
     bundle.write_run_script(bundle_dir, "tvm", target.name, entry)
-    return CompileResult(bundle.write_manifest(
-        bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs, extra={"tvm_target": target.tvm_target}
-    ))
+    manifest = bundle.write_manifest(bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
+                                     extra={"tvm_target": host_cpu.resolved(target.tvm_target)})
+    return CompileResult(manifest, sections=[tuning] if tuning else [])
