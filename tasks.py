@@ -336,6 +336,21 @@ def bench_mcu(c, target="nucleo-l4r5zi", models=None, backends=None, out=None, s
     print(mcu_bench_text(result))
 
 
+@task(help={"models": "folder of MLPerf Tiny .tflite models (default ../shared/models/mlperf_tiny beside the project, "
+                      "when it exists)", **TUNING_HELP, "runs": "host: timed runs of each variant (default 60)",
+            "samples": "validation samples of each build (default 8)", "debug": HELP["debug"]})
+def bench_linux(c, models=None, tuning_db=None, runs=60, samples=8, debug=False):
+    """The MLPerf Tiny models on the host (latency) and rpi4 (instructions): tvm untuned and tuned, litert,
+    onnxruntime and auto, with auto's ratio to the best of litert and onnxruntime."""
+    from pathlib import Path
+
+    from toolchain.pipeline.linux_bench import linux_bench_text, run_linux_bench
+
+    result = _finish(lambda: run_linux_bench(Path(models) if models else None, Path(tuning_db) if tuning_db else None,
+                                             int(samples), int(runs), console.ProgressPrinter()), debug)
+    _show(linux_bench_text(result))
+
+
 @task(help={"fast": "only the fast unit tests (no TensorFlow, TVM or compiler; seconds)",
             "slow": "also run the slow end-to-end tests", "k": "only tests matching this expression",
             "x": "stop at the first failure"})
