@@ -24,7 +24,6 @@ import platform
 import shutil
 import tempfile
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -181,7 +180,7 @@ def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: 
     by = _measured_by(target)
     tvm_target = tuning_target(target)
     runner = _host_runner() if by == "latency" else InstructionRunner(target, kernel_runner(target, progress))
-    builder = InProcessBuilder(None if by == "latency" else cross.find_tool(target, "g++"))
+    gxx = None if by == "latency" else cross.find_tool(target, "g++")
     folder = database_dir(target, root)
     module = _prepared(imported_module(model, progress))
     database = _database(folder)
@@ -194,6 +193,7 @@ def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: 
     if todo:
         with tempfile.TemporaryDirectory(prefix="edgeyard-tune-") as work:
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, work_dir=work)
+            builder = InProcessBuilder(gxx, Path(work))
             callbacks = [*ms.MeasureCallback.create("default"), watch.callback()]
             try:
                 ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work, max_trials_global=trials,
@@ -252,7 +252,8 @@ class _Watch:
         return f"{cost:,.0f} instructions" if self.by == "instructions" else f"{cost * 1e6:.1f} us"
 
     def batch(self, task_id: int, runner_results) -> None:
-        costs = [sum(r.run_secs) / len(r.run_secs) for r in runner_results if r.error_msg is None and r.run_secs]
+        costs = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runner_results
+                 if r.error_msg is None and r.run_secs]
         costs = [c * 1e9 if self.by == "instructions" else c for c in costs]
         record = self.records[task_id]
         if costs:
@@ -281,9 +282,10 @@ class _Watch:
         return WatchCallback()
 
 
-def InProcessBuilder(gxx: Path | None):
+def InProcessBuilder(gxx: Path | None, work: Path):
     """A MetaSchedule builder that builds in this process (MetaSchedule's LocalBuilder workers spend longer
-    importing TVM than its build timeout), cross-linking with `gxx` for another architecture."""
+    importing TVM than its build timeout), cross-linking with `gxx` for another architecture; each candidate in
+    a new folder inside `work`."""
     import tvm.support.cc
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
@@ -294,7 +296,8 @@ def InProcessBuilder(gxx: Path | None):
         def build(self, build_inputs):
             results = []
             for build_input in build_inputs:
-                path = Path(tempfile.gettempdir()) / f"edgeyard-candidate-{uuid.uuid4().hex}.so"
+                # A folder of its own: MetaSchedule's RemoveBuildArtifact deletes the artifact's whole folder.
+                path = Path(tempfile.mkdtemp(prefix="candidate-", dir=work)) / "candidate.so"
                 try:
                     library = default_build(build_input.mod, build_input.target, None)
                     compile_with = tvm.support.cc.cross_compiler(str(gxx)) if gxx else None
