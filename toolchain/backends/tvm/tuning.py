@@ -7,8 +7,8 @@ MetaSchedule's database_workload.json and database_tuning_record.json; root is -
 kernel share its tuning, and the folder can be copied between machines or committed to a repository.
 
 What a candidate costs:
-  - the host (a target this machine runs natively): its time, measured here with the runner pinned to core 0
-    while search and builds use every core (DESIGN: what made tuning work on 2 cores);
+  - the host (a target this machine runs natively): its time, measured in this process with the measuring
+    thread pinned to one core while search and builds use every core;
   - an emulated Linux board (qemu-user): the instructions one call executes under qemu-user, counted by the
     plugin (hostenv/qemu_plugin.py) around firmware/tvm_kernel_runner.cpp: deterministic, for a board you do
     not have. Instructions are not cycles: confirm a winner on the board.
@@ -179,7 +179,7 @@ def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: 
 
     by = _measured_by(target)
     tvm_target = tuning_target(target)
-    runner = _host_runner() if by == "latency" else InstructionRunner(target, kernel_runner(target, progress))
+    runner = HostRunner() if by == "latency" else InstructionRunner(target, kernel_runner(target, progress))
     gxx = None if by == "latency" else cross.find_tool(target, "g++")
     folder = database_dir(target, root)
     module = _prepared(imported_module(model, progress))
@@ -230,15 +230,57 @@ def _cost_model():
     return "xgb"
 
 
-def _pin_to_first_core() -> None:
-    """The measuring process's initializer: core 0 only, while search and builds use the others."""
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
+def _done(result):
+    """A MetaSchedule runner future that is already done with `result` (a RunnerResult)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunnerFuture
+
+    @derived_object
+    class Done(PyRunnerFuture):
+        def __init__(self, outcome):
+            super().__init__()
+            self.outcome = outcome
+
+        def done(self):
+            return True
+
+        def result(self):
+            return self.outcome
+
+    return Done(result)
 
 
-def _host_runner():
-    from tvm.s_tir import meta_schedule as ms
+def HostRunner(repeat: int = 3, min_repeat_ms: int = 20):
+    """A MetaSchedule runner timing candidates in this process with this thread pinned to one core (the search
+    and the builds use the others): MetaSchedule's LocalRunner workers, each a new Python importing TVM, ran
+    out of their time here. Cost: the median of `repeat` timings of at least `min_repeat_ms` each."""
+    import numpy as np
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
 
-    return ms.runner.LocalRunner(timeout_sec=30, initializer=_pin_to_first_core)
+    def measure(runner_input):
+        try:
+            library = tvm.runtime.load_module(runner_input.artifact_path)
+            device = tvm.cpu()
+            args = [tvm.runtime.tensor(np.zeros([int(d) for d in info.shape], str(info.dtype)), device)
+                    for info in runner_input.args_info]
+            timer = library.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+            return RunnerResult([float(np.median(timer(*args).results))], None)
+        except Exception as err:  # a candidate that fails to run is a failed trial, not a failed tune
+            return RunnerResult(None, f"{type(err).__name__}: {reason(err)}")
+
+    @derived_object
+    class Runner(PyRunner):
+        def run(self, runner_inputs):
+            cores = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {min(cores)})  # this thread only (pid 0 on Linux)
+            try:
+                return [_done(measure(runner_input)) for runner_input in runner_inputs]
+            finally:
+                os.sched_setaffinity(0, cores)
+
+    return Runner()
 
 
 class _Watch:
@@ -314,20 +356,8 @@ def InstructionRunner(target: Target, runner_program: Path, workers: int = 2):
     """A MetaSchedule runner whose cost is the instructions one call executes under the target's qemu-user with
     the counting plugin (as "seconds": instructions / 1e9). Counts do not depend on load: candidates are
     counted `workers` at a time."""
-    from tvm.s_tir.meta_schedule.runner import PyRunner, PyRunnerFuture, RunnerResult
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
     from tvm.ir.utils import derived_object
-
-    @derived_object
-    class Done(PyRunnerFuture):
-        def __init__(self, result):
-            super().__init__()
-            self.outcome = result
-
-        def done(self):
-            return True
-
-        def result(self):
-            return self.outcome
 
     def measure(runner_input):
         specs = [f"{info.dtype}:{'x'.join(str(int(d)) for d in info.shape)}" for info in runner_input.args_info]
@@ -341,7 +371,7 @@ def InstructionRunner(target: Target, runner_program: Path, workers: int = 2):
     class Runner(PyRunner):
         def run(self, runner_inputs):
             with ThreadPoolExecutor(max_workers=workers) as pool:
-                return [Done(result) for result in pool.map(measure, runner_inputs)]
+                return [_done(result) for result in pool.map(measure, runner_inputs)]
 
     return Runner()
 
