@@ -28,14 +28,14 @@ ROUNDS = 5
 
 
 def run_linux_bench(models: Path | None = None, tuning_db: Path | None = None, samples: int = 8,
-                    runs: int = DEFAULT_RUNS, progress: Progress = quiet) -> dict:
+                    runs: int = DEFAULT_RUNS, targets: tuple[str, ...] = TARGETS, progress: Progress = quiet) -> dict:
     """One row per (model, target) with each variant's cost; written to build/linux-bench.json."""
     folder = _models_folder(models)
     present = sorted(p for p in folder.iterdir() if p.suffix == ".tflite")
     rows = []
     with tempfile.TemporaryDirectory(prefix="edgeyard-untuned-") as empty_database:
         for number, model in enumerate(present, 1):
-            for target in TARGETS:
+            for target in targets:
                 progress(f"model {number}/{len(present)}: {model.name} on {target}")
                 rows.append(_row(model, target, tuning_db, Path(empty_database), samples, runs, progress))
     result = {"models": str(folder), "runs": runs, "rounds": ROUNDS, "rows": rows}
