@@ -13,8 +13,9 @@ What a candidate costs:
     plugin (hostenv/qemu_plugin.py) around firmware/tvm_kernel_runner.cpp: deterministic, for a board you do
     not have. Instructions are not cycles: confirm a winner on the board.
 Tasks whose kernel already has a record in the database are not tuned again, so a second run re-measures
-nothing; every measured record is appended to the database as it comes, so Ctrl-C or the timeout keeps what
-was tuned. tvm is imported inside functions.
+nothing. MetaSchedule appends a batch's records to the database when it collects the batch's results, which
+its scheduler does once every task had its turn; Ctrl-C and the timeout stop tuning before the next batch is
+built, and every measured batch is collected then, so what was measured is kept. tvm is imported inside functions.
 """
 
 import hashlib
@@ -22,7 +23,9 @@ import json
 import os
 import platform
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -193,19 +196,34 @@ def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: 
     if todo:
         with tempfile.TemporaryDirectory(prefix="edgeyard-tune-") as work:
             contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, work_dir=work)
-            builder = InProcessBuilder(gxx, Path(work))
+            builder = InProcessBuilder(gxx, Path(work), watch.check)
             callbacks = [*ms.MeasureCallback.create("default"), watch.callback()]
+            main = threading.current_thread() is threading.main_thread()  # where signal handlers live
+            previous = signal.signal(signal.SIGINT, watch.interrupt) if main else None
+            scheduler = ms.TaskScheduler.create("gradient")
             try:
                 ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work, max_trials_global=trials,
                               num_trials_per_iter=min(TRIALS_PER_ITERATION, trials), builder=builder, runner=runner,
-                              database=database, cost_model=_cost_model(), measure_callbacks=callbacks)
-            except KeyboardInterrupt:
-                watch.stopped = "interrupted"
-            except Exception as err:  # the watch's timeout arrives as an error through TVM's C++ scheduler
+                              database=database, cost_model=_cost_model(), measure_callbacks=callbacks,
+                              task_scheduler=scheduler)
+            except Exception as err:  # the watch's stop (Ctrl-C, time up) arrives as an error through TVM's C++
                 if watch.stopped is None:
                     raise BuildError(f"tuning {model.path.name} for {target.name} failed: {reason(err)}") from err
+                _collect(scheduler, len(contexts))
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
     return TuneResult(target.name, str(model.path), str(folder), by, records, watch.trials,
                       round(time.monotonic() - started, 1), watch.stopped)
+
+
+def _collect(scheduler, tasks: int) -> None:
+    """After a stop: collect every task's measured batch, which puts its records in the database."""
+    for task_id in range(tasks):
+        try:
+            scheduler.join_running_task(task_id)
+        except Exception:  # noqa: S110 - a task with no batch running has nothing to collect
+            continue
 
 
 def _measured_by(target: Target) -> str:
@@ -306,9 +324,18 @@ class _Watch:
         best = self.cost_text(record["best"]) if record["best"] is not None else "none valid yet"
         self.progress(f"trial {self.trials}/{self.budget}: {record['name']} best {best}; "
                       f"{elapsed:.0f} s so far, about {max(left, 0):.0f} s left")
-        if elapsed >= self.timeout_s:
+
+    def interrupt(self, signum, frame) -> None:
+        """SIGINT (Ctrl-C) while tuning: stop at the next batch (a KeyboardInterrupt raised wherever Python
+        happens to be, a __del__ among them, can be swallowed)."""
+        self.stopped = "interrupted"
+
+    def check(self) -> None:
+        """Raise once Ctrl-C was pressed or the time is up (called before each batch is built)."""
+        if self.stopped is None and time.monotonic() - self.started >= self.timeout_s:
             self.stopped = "timeout"
-            raise TimeoutError(f"the tuning time of {self.timeout_s / 60:g} min is up")
+        if self.stopped is not None:
+            raise TimeoutError(f"tuning stopped: {self.stopped}")
 
     def callback(self):
         from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
@@ -324,10 +351,10 @@ class _Watch:
         return WatchCallback()
 
 
-def InProcessBuilder(gxx: Path | None, work: Path):
+def InProcessBuilder(gxx: Path | None, work: Path, before_each_batch):
     """A MetaSchedule builder that builds in this process (MetaSchedule's LocalBuilder workers spend longer
     importing TVM than its build timeout), cross-linking with `gxx` for another architecture; each candidate in
-    a new folder inside `work`."""
+    a new folder inside `work`. before_each_batch() may raise to stop the tuning."""
     import tvm.support.cc
     from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
     from tvm.s_tir.meta_schedule.builder.local_builder import default_build
@@ -336,6 +363,7 @@ def InProcessBuilder(gxx: Path | None, work: Path):
     @derived_object
     class Builder(PyBuilder):
         def build(self, build_inputs):
+            before_each_batch()
             results = []
             for build_input in build_inputs:
                 # A folder of its own: MetaSchedule's RemoveBuildArtifact deletes the artifact's whole folder.
