@@ -57,7 +57,7 @@ HELP = {
     "target": "target profile name (see `invoke targets`)",
     "model": "model file: .keras/.h5, SavedModel folder, .tflite or .onnx (default: the embedded digits CNN)",
     "backend": "one of the target's backends, e.g. tvm, litert, onnxruntime, kernels (default: the target's default); "
-               "auto: the first of the target's backends that builds and validates, recording why the others did not; "
+               "auto: every backend of the target built, validated and measured, the fastest shipped; "
                "bench: all compares them",
     "out": "output folder (default: build/<target>/<model-stem>/<backend>/)",
     "input_shape": "pin an input's shape, NAME:1x49x10x1 (repeatable)",
@@ -86,6 +86,8 @@ HELP = {
 }
 VERBOSE = {"verbose": "show TensorFlow's, LiteRT's and ONNX Runtime's own log lines on the terminal (by default they "
                       "go to third-party.log in the build folder)"}
+TUNING_HELP = {"tuning_db": "folder of TVM tuning databases, one per target (default: <cache>/tvm-tuning; "
+                            "invoke tune fills it)"}
 ALLOW_UNSIGNED = "accept a build without a signature (its files are still checked against its manifest)"
 QUANTIZE_OPTIONS = ("quantize", "quantize_io", "calibration", "eval_data", "accuracy_budget")  # build and bench only
 # How `bench` and `deploy` reach a real board.
@@ -126,20 +128,20 @@ def _with_progress(action, debug: bool, verbose: bool, folder_of=lambda result: 
     return result
 
 
-@task(help={**HELP, **VERBOSE, "check_reproducible": "build a second time in a scratch folder with a scratch cache "
+@task(help={**HELP, **VERBOSE, **TUNING_HELP, "check_reproducible": "build a second time in a scratch folder with a scratch cache "
                                                      "folder and name the files that differ (exit 1 when any do)"},
       iterable=["input_shape", "layer_precision", "set"])
 def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           quantize=None, quantize_io=None, calibration=None, eval_data=None, precision=None, layer_precision=None,
-          set=None, signing_key=None, accuracy_budget=None, encrypt=None, check_reproducible=False, debug=False,
-          verbose=False):
+          set=None, signing_key=None, accuracy_budget=None, encrypt=None, tuning_db=None, check_reproducible=False,
+          debug=False, verbose=False):
     """Build, run, validate and time a model for a target; writes report.json, report.md, report.html,
     provenance.json (and signature.json with a signing key)."""
     from toolchain.pipeline.build import build as run_build
 
     opts = lambda: options.build_options(target, model, backend, out, input_shape, data, samples, threads,  # noqa: E731
                                quantize, precision, layer_precision, set, quantize_io, calibration, eval_data,
-                               signing_key, accuracy_budget, encrypt)
+                               signing_key, accuracy_budget, encrypt, tuning_db)
     if check_reproducible:
         from toolchain.pipeline.reproducibility import check_reproducible as check
 
@@ -154,19 +156,20 @@ def build(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     _show(("cached: nothing to do\n" if result.cached else "") + report.summary(result.report))
 
 
-@task(help={**HELP, **BOARD_HELP, **VERBOSE, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
+@task(help={**HELP, **BOARD_HELP, **VERBOSE, **TUNING_HELP, "runs": "timed runs (default 100)", "warmup": "untimed runs first (default 10)"},
       iterable=["input_shape", "layer_precision", "set"])
 def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None, data=None, samples=32, threads=1,
           runs=100, warmup=10, quantize=None, precision=None, layer_precision=None, set=None, host=None, port=0,
           identity=None, known_hosts=None, rpc=None, key=None, quantize_io=None, calibration=None, eval_data=None,
-          signing_key=None, accuracy_budget=None, encrypt=None, debug=False, verbose=False):
+          signing_key=None, accuracy_budget=None, encrypt=None, tuning_db=None, debug=False,
+          verbose=False):
     """Build if needed, then time inference (median, p90) and update report.json; --backend all compares."""
     from toolchain.pipeline import report
     from toolchain.pipeline.bench import compare_backends, run_bench
 
     opts = lambda: options.build_options(target, model, None if backend == "all" else backend, out, input_shape, data,  # noqa: E731
                                samples, threads, quantize, precision, layer_precision, set, quantize_io, calibration,
-                               eval_data, signing_key, accuracy_budget, encrypt)
+                               eval_data, signing_key, accuracy_budget, encrypt, tuning_db)
     board = lambda: options.board_connection(host, port, identity, known_hosts, rpc, key)  # noqa: E731
     if backend == "all":
         comparison = _with_progress(lambda progress: compare_backends(opts(), runs, warmup, progress=progress,
@@ -176,6 +179,24 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
     result = _with_progress(lambda progress: run_bench(opts(), runs, warmup, progress, board()), debug, verbose,
                             lambda timed: timed.out_dir)
     _show(report.summary(result.report))
+
+
+@task(help={"target": "a Linux target with a TVM runtime: host (timed here) or an emulated board (instructions "
+                      "under qemu-user) (default host)",
+            "model": HELP["model"], "input_shape": HELP["input_shape"], **TUNING_HELP,
+            "trials": "tuning candidates to measure in all (default 200)",
+            "timeout": "minutes at most (default 10); Ctrl-C also stops and keeps what is tuned",
+            "debug": HELP["debug"]}, iterable=["input_shape"])
+def tune(c, target="host", model=None, input_shape=None, trials=200, timeout=10.0, tuning_db=None, debug=False):
+    """Tune the model's TVM kernels for a target (MetaSchedule) into its tuning database; tvm builds apply it."""
+    from toolchain.pipeline.tune import run_tune
+
+    opts = lambda: options.build_options(target, model, "tvm", None, input_shape, None, 32, 1,  # noqa: E731
+                                         tuning_db=tuning_db)
+    result = _finish(lambda: run_tune(opts(), int(trials), float(timeout), console.ProgressPrinter()), debug)
+    from toolchain.pipeline.report import tune_summary
+
+    _show(tune_summary(result))
 
 
 @task(help={**{k: v for k, v in HELP.items() if k not in QUANTIZE_OPTIONS + ("precision", "layer_precision", "set")},
@@ -421,6 +442,23 @@ def bench_mcu(c, target="nucleo-l4r5zi", models=None, backends=None, out=None, s
                                            options.parse_names(backends) if backends else None,
                                            Path(out) if out else None, samples, console.ProgressPrinter()), debug)
     print(mcu_bench_text(result))
+
+
+@task(help={"models": "folder of MLPerf Tiny .tflite models (default ../shared/models/mlperf_tiny beside the project, "
+                      "when it exists)", **TUNING_HELP, "runs": "host: timed runs of each variant (default 60)",
+            "samples": "validation samples of each build (default 8)",
+            "targets": "comma-separated, of host and rpi4 (default both)", "debug": HELP["debug"]})
+def bench_linux(c, models=None, tuning_db=None, runs=60, samples=8, targets="host,rpi4", debug=False):
+    """The MLPerf Tiny models on the host (latency) and rpi4 (instructions): tvm untuned and tuned, litert,
+    onnxruntime and auto, with auto's ratio to the best of litert and onnxruntime."""
+    from pathlib import Path
+
+    from toolchain.pipeline.linux_bench import linux_bench_text, run_linux_bench
+
+    result = _finish(lambda: run_linux_bench(Path(models) if models else None, Path(tuning_db) if tuning_db else None,
+                                             int(samples), int(runs), tuple(targets.split(",")),
+                                             console.ProgressPrinter()), debug)
+    _show(linux_bench_text(result))
 
 
 @task(help={"fast": "only the fast unit tests (no TensorFlow, TVM or compiler; seconds)",

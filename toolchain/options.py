@@ -37,6 +37,7 @@ class BuildOptions:
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
     signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
     encrypt: Path | None = None  # AES-256 key file: the bundle's model stored encrypted (encryption.py); None: plain
+    tuning_db: Path | None = None  # tvm: the tuning databases' folder (None: <cache>/tvm-tuning; backends/tvm/tuning.py)
 
 
 
@@ -107,7 +108,7 @@ def scheduler_address(text: str | None) -> str | None:
 
 def build_options(target, model, backend, out, input_shape, data, samples, threads, quantize=None, precision=None,
                   layer_precision=None, set=None, quantize_io=None, calibration=None, eval_data=None, signing_key=None,
-                  accuracy_budget=None, encrypt=None):
+                  accuracy_budget=None, encrypt=None, tuning_db=None):
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
@@ -124,7 +125,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
                         eval_data=Path(eval_data) if eval_data else None, accuracy_budget=accuracy_budget,
                         settings=settings,
                         signing_key=Path(signing_key) if signing_key else None,
-                        encrypt=Path(encrypt) if encrypt else None)
+                        encrypt=Path(encrypt) if encrypt else None,
+                        tuning_db=Path(tuning_db) if tuning_db else None)
 
 
 def board_connection(host, port, identity, known_hosts, rpc, key):

@@ -37,6 +37,7 @@ class CompileRequest:
     progress: Progress
     signing_key: Path | None = None  # the build's Ed25519 key: firmware for MCUboot boards is signed with it
     model_key: Path | None = None  # the AES-256 key file the model is encrypted with (caps.encrypts), None: plain
+    tuning_db: Path | None = None  # tvm: the folder of tuning databases (None: the cache's; backends/tvm/tuning.py)
 
 
 @dataclass

@@ -2,12 +2,13 @@
 
 Each stage is a function taking the previous stage's typed result (_Plan, _Converted, CompileResult,
 _Ran) and returning its own; only tasks.py prints. A build is staged in a temporary sibling folder
-and moved into place when complete (atomic.staged_dir). `--backend auto` is _build_first_that_works.
+and moved into place when complete (atomic.staged_dir). `--backend auto` is _build_fastest.
 Timing a built bundle again (`invoke bench`) is pipeline/bench.py.
 """
 
 import hashlib
 import os
+import shutil
 import tempfile
 import time
 from dataclasses import dataclass, replace
@@ -34,9 +35,9 @@ from ..paths import build_dir_for
 from ..target.profile import AUTO_BACKEND, Target, load_target
 from ..target.settings import with_settings
 from . import cache, report, stats, validate
+from .timing import NO_RUNNER, Timed, interleaved
 
-NO_RUNNER = "no runner of the target is available"
-AUTO = AUTO_BACKEND  # --backend auto: the target's backends in its order of preference, the first that builds and validates
+AUTO = AUTO_BACKEND  # --backend auto: every backend of the target built, validated and measured; the fastest ships
 
 
 @dataclass
@@ -61,6 +62,7 @@ class _Plan:
     signing_key: Path | None
     quantization: object = None  # convert.quantize.Request, or None
     model_key: Path | None = None  # --encrypt's AES-256 key file
+    tuning_db: Path | None = None  # tvm: where the tuning databases are (None: the cache's)
 
 
 def target_of(opts: BuildOptions) -> Target:
@@ -130,6 +132,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     versions = {"edgeyard": __version__, **backend.versions(), **repair.versions(), **framework_versions(framework),
                 **(framework_versions(fallback) if fallback else {})}
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
+               **_tvm_options(target, backend_name, opts.tuning_db),
                "quantization": quantization.cache_key() if quantization else None,
                "data": model_sha256(Path(data)) if data else None,
                **({"encryption": encryption.ALGORITHM} if opts.encrypt else {})}
@@ -141,7 +144,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
         keyed["model_key"] = encryption.key_id(opts.encrypt)  # likewise
     key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, keyed, versions)
     return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
-                 signing_key, quantization, opts.encrypt)
+                 signing_key, quantization, opts.encrypt, opts.tuning_db)
 
 
 def _check_encryption(key_path: Path, target: Target, backend: Backend) -> None:
@@ -155,6 +158,17 @@ def _check_encryption(key_path: Path, target: Target, backend: Backend) -> None:
         hint = f"give --backend {' or --backend '.join(able)}" if able else f"no backend of {target.name} can"
         raise BadInput(f"backend '{backend.name}' cannot store the model encrypted (--encrypt); {hint}.")
     encryption.read_key(key_path)
+
+
+def _tvm_options(target: Target, backend_name: str, tuning_db: Path | None) -> dict:
+    """What else decides a tvm build, cheaply (no TVM import): the CPU that mcpu "host" names, and the tuning
+    database the build applies (its fingerprint: a new tuning run makes a new build)."""
+    if backend_name != "tvm":
+        return {}
+    from ..backends.tvm.tuning import database_fingerprint
+    from ..hostenv.host_cpu import resolved
+
+    return {"tvm_target": resolved(target.tvm_target), "tuning": database_fingerprint(target, tuning_db)}
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
@@ -227,7 +241,7 @@ def build(opts: BuildOptions, progress: Progress = quiet, refuse_altered: bool =
         if hit is not None:
             return hit
         if _is_auto(opts):
-            return _build_first_that_works(opts, out_dir, key, plans[0].model_path, progress)
+            return _build_fastest(opts, out_dir, key, plans[0].model_path, progress)
         return _build_one(opts, plans[0], progress)
 
 
@@ -300,11 +314,18 @@ def _convert(plan: _Plan, opts: BuildOptions, workdir: Path, progress: Progress)
     return _Converted(source, model, compiled, repairs, float_model, quantization)
 
 
+def compiled_model(opts: BuildOptions, workdir: Path, progress: Progress) -> tuple[ModelInfo, Target]:
+    """The model as opts' backend compiles it (planned, loaded, converted, repaired in `workdir`), and the target:
+    for a stage that works on a backend's input without building (invoke tune)."""
+    plan = _plan(opts, progress)
+    return _convert(plan, opts, workdir, progress).compiled, plan.target
+
+
 def _compile(plan: _Plan, converted: _Converted, bundle_dir: Path, progress: Progress) -> CompileResult:
     bundle_dir.mkdir()
     progress(f"compiling with {plan.backend.name} for {plan.target.name}")
     compiled = plan.backend.compile(CompileRequest(converted.compiled, plan.target, bundle_dir, progress,
-                                                   plan.signing_key, plan.model_key))
+                                                   plan.signing_key, plan.model_key, plan.tuning_db))
     memory = next((section.data for section in compiled.sections if section.key == "memory"), None)
     if memory is not None and converted.compiled.format == "tflite":
         memory.update(_tflm_arena(converted.compiled.path, progress))
@@ -397,55 +418,133 @@ def _report(plan: _Plan, converted: _Converted, compiled: CompileResult, ran: _R
 
 
 class AllBackendsFailed(EdgeyardError):
-    """--backend auto: no backend of the target built and validated the model; `attempts` says why for each."""
+    """--backend auto: no backend of the target built the model; `attempts` holds every candidate's record
+    ({backend, error, ...}: report.json's selection.candidates)."""
 
     def __init__(self, message: str, exit_code: int, attempts: list[dict]):
         super().__init__(message, exit_code)
         self.attempts = attempts
 
 
-def _build_first_that_works(opts: BuildOptions, out_dir: Path, key: str, model_path: Path,
-                            progress: Progress) -> BuildResult:
-    """--backend auto: build() with each of the target's backends in its order of preference until one imports,
-    compiles and validates the model; a missing tool stops it (the install hint beats a silent fallback). That
-    build becomes the auto folder's (build/<target>/<stem>/auto/ or --out), and its report lists every backend
-    tried with what stopped it ("attempts")."""
+@dataclass
+class _Candidate:
+    """One backend's build for --backend auto, what stopped it, and what it measured."""
+
+    backend: str
+    built: BuildResult | None = None
+    error: str | None = None
+    exit_code: int = EXIT_BUILD_FAILED
+    instructions: int | None = None
+    latency_ms: float | None = None
+    timed: Timed | None = None  # the interleaved runs, where it was measured by latency
+
+    @property
+    def validated(self) -> bool:
+        return self.built is not None and self.built.report["validation"]["passed"]
+
+    def record(self) -> dict:
+        """Its entry in report.json's selection.candidates."""
+        return {"backend": self.backend, "validated": self.validated, "error": self.error,
+                "instructions_per_inference": self.instructions, "latency_ms": self.latency_ms}
+
+
+def _candidate(opts: BuildOptions, name: str, stage: Path, progress: Progress) -> _Candidate:
+    """build() with one backend: into its own default folder, where a later --backend NAME build (or the next
+    auto build) finds it cached; with --out, inside auto's staging folder. Any failure but a missing tool,
+    edgeyard's own bugs included, is the candidate's recorded error: auto goes on with the others."""
+    progress(f"auto: building candidate {name}")
+    out = stage / f"candidate-{name}" if opts.out is not None else None
+    try:
+        return _Candidate(name, built=build(replace(opts, backend=name, out=out), progress))
+    except MissingTool:
+        raise  # a set-up problem, not the model's: the install hint beats a silent fallback (and its cache)
+    except EdgeyardError as err:
+        error, code = str(err), err.exit_code
+    except Exception as err:  # an internal error in one backend must not stop auto from shipping another
+        error, code = f"internal error: {type(err).__name__}: {err}", EXIT_BUILD_FAILED
+    progress(f"auto: {name} stopped: {error}")
+    return _Candidate(name, error=error, exit_code=code)
+
+
+def _measure(candidates: list[_Candidate], target: Target, threads: int, progress: Progress) -> str | None:
+    """Fill in the validated candidates' costs; returns what they are compared by: "instructions" where the
+    runner counted every one (emulated boards: deterministic, so the build's own count serves), else "latency"
+    from runs interleaved in rounds (noise slows all alike); None when no candidate validated."""
+    validated = [c for c in candidates if c.validated]
+    if not validated:
+        return None
+    for candidate in validated:
+        bench = candidate.built.report["bench"]
+        candidate.instructions = bench["instructions_per_inference"]
+        candidate.latency_ms = bench["latency_ms"]["median"] if bench["latency_ms"] else None
+    if all(c.instructions for c in validated):
+        return "instructions"
+    if len(validated) == 1:
+        return "latency"
+    for candidate in validated:
+        candidate.timed = Timed.prepare(candidate.built.out_dir, target)
+    progress(f"auto: timing {', '.join(c.backend for c in validated)} side by side")
+    interleaved([c.timed for c in validated], target, stats.AUTO_WARMUP, stats.AUTO_RUNS, stats.AUTO_ROUNDS, threads,
+                progress, count_instructions=False)
+    for candidate in validated:
+        candidate.latency_ms = stats.latency_ms(candidate.timed.timings_ns)["median"]
+    return "latency"
+
+
+def _winner(candidates: list[_Candidate], by: str | None) -> _Candidate | None:
+    """The fastest validated candidate (ties: the target's order of preference); with nothing measured, the first
+    that built (a target whose bundles cannot run here)."""
+    if by is None:
+        return next((c for c in candidates if c.built is not None), None)
+    validated = [c for c in candidates if c.validated]
+    cost = (lambda c: c.instructions) if by == "instructions" else (lambda c: c.latency_ms)
+    return min(validated, key=cost)
+
+
+def _build_fastest(opts: BuildOptions, out_dir: Path, key: str, model_path: Path, progress: Progress) -> BuildResult:
+    """--backend auto: build every backend of the target that imports the model, validate each, measure each the
+    way the target allows (instructions per inference where the runner counts them, else latency) and ship the
+    fastest validated one in the auto folder (build/<target>/<stem>/auto/ or --out). Its report's `selection`
+    lists every candidate with its costs or what stopped it."""
     target = target_of(opts)
     started = time.time()
-    attempts, failures, chosen = [], [], None
     with staged_dir(out_dir) as stage:
-        for name in target.backends:
-            progress(f"auto: trying backend {name}")
-            attempt_dir = stage / f"attempt-{name}"
-            try:
-                built = build(replace(opts, backend=name, out=attempt_dir), progress)
-            except MissingTool:
-                # A set-up problem, not the model's: falling back would hide it (and cache the fallback).
-                raise
-            except EdgeyardError as err:
-                progress(f"auto: {name} stopped: {err}")
-                attempts.append({"backend": name, "error": str(err)})
-                failures.append(err)
-                continue
-            attempts.append({"backend": name, "error": None})
-            for item in attempt_dir.iterdir():
-                item.rename(stage / item.name)
-            attempt_dir.rmdir()
-            chosen = {**built.report, "cache_key": key, "out_dir": str(out_dir), "attempts": attempts,
-                      "build_seconds": round(time.time() - started, 2)}
-            report.write(stage, chosen)
-            break
-        if chosen is None:
-            raise _all_failed(target.name, model_path, attempts, failures)
+        candidates = [_candidate(opts, name, stage, progress) for name in target.backends]
+        by = _measure(candidates, target, opts.threads, progress)
+        winner = _winner(candidates, by)
+        if winner is None:
+            raise _all_failed(target.name, model_path, candidates)
+        _take(winner.built.out_dir, stage)
+        for candidate in candidates:  # the others' staged folders (with --out) go
+            if candidate.built is not None and candidate.built.out_dir.parent == stage and candidate is not winner:
+                shutil.rmtree(candidate.built.out_dir)
+        bench = winner.timed.section(stats.AUTO_WARMUP, opts.threads) if winner.timed else winner.built.report["bench"]
+        chosen = {**winner.built.report, "bench": bench, "cache_key": key, "out_dir": str(out_dir),
+                  "selection": {"by": by, "candidates": [c.record() for c in candidates]},
+                  "build_seconds": round(time.time() - started, 2)}
+        report.write(stage, chosen)
     return BuildResult(out_dir, chosen, cached=False)
 
 
-def _all_failed(target: str, model_path: Path, attempts: list[dict],
-                failures: list[EdgeyardError]) -> AllBackendsFailed:
+def _take(build_folder: Path, stage: Path) -> None:
+    """The winner's build folder as the stage's contents: moved when staged there, else copied (it stays the
+    cached build of its own backend)."""
+    for item in build_folder.iterdir():
+        if build_folder.parent == stage:
+            item.rename(stage / item.name)
+        elif item.is_dir():
+            shutil.copytree(item, stage / item.name, symlinks=True)
+        else:
+            shutil.copy2(item, stage / item.name)
+    if build_folder.parent == stage:
+        build_folder.rmdir()
+
+
+def _all_failed(target: str, model_path: Path, candidates: list[_Candidate]) -> AllBackendsFailed:
     """One error for every backend's failure: a shared reason (an unreadable model) once, else each backend's."""
-    reasons = {short_reason(str(err), model_path) for err in failures}
+    reasons = {short_reason(c.error, model_path) for c in candidates}
     detail = reasons.pop() if len(reasons) == 1 else "; ".join(
-        f"{a['backend']}: {short_reason(a['error'], model_path)}" for a in attempts)
-    codes = {err.exit_code for err in failures}
+        f"{c.backend}: {short_reason(c.error, model_path)}" for c in candidates)
+    codes = {c.exit_code for c in candidates}
     return AllBackendsFailed(f"no backend of {target} could build {model_path.name}: {detail}.",
-                             codes.pop() if len(codes) == 1 else EXIT_BUILD_FAILED, attempts)
+                             codes.pop() if len(codes) == 1 else EXIT_BUILD_FAILED, [c.record() for c in candidates])

@@ -206,7 +206,7 @@ def build_cell(opts: BuildOptions) -> dict:
     try:
         built = build(opts)
     except AllBackendsFailed as err:
-        return failed_cell(opts, str(err), err.attempts)
+        return failed_cell(opts, str(err), [{"backend": a["backend"], "error": a["error"]} for a in err.attempts])
     except EdgeyardError as err:
         return failed_cell(opts, str(err), [] if opts.backend == AUTO else [{"backend": opts.backend, "error": str(err)}])
     except Exception as err:  # an edgeyard bug in one build must not lose the rest of the matrix
@@ -218,7 +218,8 @@ def build_cell(opts: BuildOptions) -> dict:
 def _built_cell(opts: BuildOptions, built: BuildResult) -> dict:
     result = built.report
     validation = result["validation"]
-    attempts = result.get("attempts") or [{"backend": result["backend"], "error": None}]
+    candidates = (result.get("selection") or {}).get("candidates") or [{"backend": result["backend"], "error": None}]
+    attempts = [{"backend": c["backend"], "error": c["error"]} for c in candidates]
     memory = result.get("memory") or {}
     cell = {"status": "validated" if validation["passed"] else NOT_RUN, "backend": result["backend"],
             "error": None, "attempts": attempts, "out_dir": str(built.out_dir), "cached": built.cached,

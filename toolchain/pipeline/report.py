@@ -49,11 +49,8 @@ def summary(report: dict) -> str:
     """A few lines for a human after `invoke build` or `invoke bench`."""
     v, b = report["validation"], report["bench"]
     lines = [f"{report['target']} / {report['backend']} / {Path(report['model']['path']).name} -> {report['out_dir']}"]
-    stopped = [a for a in report.get("attempts", []) if a["error"]]
-    if stopped:
-        lines.append(f"backend {report['backend']} chosen by --backend auto after "
-                     + "; ".join(f"{a['backend']}: {short_reason(a['error'], report['model']['path'])}"
-                                 for a in stopped))
+    if report.get("selection"):
+        lines += selection_summary(report["selection"], report["backend"], report["model"]["path"])
     for line in report["model"].get("repairs", []):
         lines.append(f"repair: {line}")
     if v["ran"]:
@@ -78,6 +75,41 @@ def summary(report: dict) -> str:
     lines += [section["summary"] for section in report.get("sections", []) if section["summary"]]
     lines.append(f"bundle: {len(report['artifacts'])} files, {size / 1e6:.2f} MB")
     return "\n".join(lines)
+
+
+UNITS = {"instructions": "instructions per inference", "latency": "median latency"}
+
+
+def selection_cost(candidate: dict, by: str) -> str:
+    """A candidate's measured cost as text: '65,175' instructions or '0.312 ms'."""
+    if by == "instructions":
+        return f"{candidate['instructions_per_inference']:,}"
+    return f"{candidate['latency_ms']:.4g} ms"
+
+
+def runner_up_ratio(selection: dict, chosen: str) -> tuple[str, float] | None:
+    """(runner-up backend, its cost over the chosen one's), or None with fewer than two measured candidates."""
+    by = selection["by"]
+    field = "instructions_per_inference" if by == "instructions" else "latency_ms"
+    costs = {c["backend"]: c[field] for c in selection["candidates"] if c["validated"] and c[field]}
+    others = sorted((cost, name) for name, cost in costs.items() if name != chosen)
+    if chosen not in costs or not others:
+        return None
+    return others[0][1], others[0][0] / costs[chosen]
+
+
+def selection_summary(selection: dict, chosen: str, model_path: str) -> list[str]:
+    """--backend auto's lines: the winner by what, the runner-up's ratio, and what stopped the others."""
+    by = selection["by"]
+    if by is None:
+        line = f"--backend auto chose {chosen}: no candidate could run here to be measured"
+    else:
+        winner = next(c for c in selection["candidates"] if c["backend"] == chosen)
+        line = f"--backend auto chose {chosen} by {UNITS[by]} ({selection_cost(winner, by)})"
+        runner_up = runner_up_ratio(selection, chosen)
+        line += f"; runner-up {runner_up[0]} at {runner_up[1]:.2f}x" if runner_up else "; no other candidate validated"
+    stopped = [f"{c['backend']}: {short_reason(c['error'], model_path)}" for c in selection["candidates"] if c["error"]]
+    return [line] + ([f"auto candidates stopped: {'; '.join(stopped)}"] if stopped else [])
 
 
 def quantization_summary(q: dict) -> str:
@@ -106,6 +138,22 @@ def comparison_summary(comparison: dict) -> str:
                      (b["runner"] or "-") + (" (emulated)" if b["emulated"] else "")])  # the note is in comparison.md
     head = f"{Path(comparison['model']).name} on {comparison['target']} -> {comparison['out_dir']}/comparison.md"
     return head + "\n" + table(["backend", "validation", "median ms", "p90 ms", "instructions", "runner"], rows)
+
+
+def tune_summary(result) -> str:
+    """`invoke tune`'s table: each tunable task, tuned before or its best cost now (tuning.TuneResult)."""
+    unit = "instructions" if result.measured_by == "instructions" else "us"
+    rows = []
+    for task in result.tasks:
+        best = task["best"]
+        shown = "-" if best is None else f"{best:,.0f}" if unit == "instructions" else f"{best * 1e6:.1f}"
+        rows.append([task["name"], "in the database already" if task["tuned_before"] else "tuned now" if best is not
+                     None else "not reached", shown])
+    stopped = {"timeout": "; stopped by --timeout", "interrupted": "; interrupted"}.get(result.stopped, "")
+    head = (f"{result.tuned} of {len(result.tasks)} tunable tasks of {Path(result.model).name} tuned for "
+            f"{result.target} in {result.database}: {result.trials} candidates measured in {result.seconds:.0f} s "
+            f"by {result.measured_by}{stopped}")
+    return head + "\n" + table(["task", "state", f"best ({unit})"], rows)
 
 
 MCU_BENCH_HEADERS = ["model", "backend", "validated (max LSB)", "instructions (emulated)", "cycles (estimate)",

@@ -7,6 +7,10 @@ DEFAULT_WARMUP = 10
 COMPARE_ROUNDS = 5  # `bench --backend all` interleaves the backends' runs in this many rounds
 BUILD_RUNS = 20  # the quick figure every build records; `invoke bench` replaces it
 BUILD_WARMUP = 3
+# --backend auto's latency comparison (where runs are not counted): runs of each candidate, interleaved in rounds.
+AUTO_RUNS = 30
+AUTO_ROUNDS = 3
+AUTO_WARMUP = 3
 
 
 def latency_ms(timings_ns: list[int]) -> dict | None:

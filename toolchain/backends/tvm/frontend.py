@@ -8,6 +8,7 @@ importing it takes over a second.
 from pathlib import Path
 
 from ...errors import BadInput, BuildError, reason
+from ...hostenv import host_cpu
 from ...model.info import ModelInfo
 from ...target.profile import Target
 
@@ -178,12 +179,13 @@ def imported_module(model: ModelInfo, progress):
 
 
 def tvm_target_of(target: Target, settings: dict | None = None):
-    """tvm.target.Target for the profile's tvm_target (or `settings` in its place), refused with the profile
+    """tvm.target.Target for the profile's tvm_target (or `settings` in its place; mcpu "host": this machine's CPU,
+    hostenv/host_cpu.py), refused with the profile
     named when TVM does not take it or LLVM does not know its CPU (LLVM would quietly tune for a generic one)."""
     import tvm
     from tvm.target import codegen
 
-    settings = target.tvm_target if settings is None else settings
+    settings = host_cpu.resolved(target.tvm_target if settings is None else settings)
     try:
         tvm_target = tvm.target.Target(settings)
     except (ValueError, tvm.TVMError) as err:

@@ -17,10 +17,11 @@ from pathlib import Path
 from ... import bundle, encryption
 from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
-from ...hostenv import cross, openssl, tvm_runtimes
+from ...hostenv import cross, host_cpu, openssl, tvm_runtimes
 from ...model.info import TensorInfo
 from ..base import CompileRequest, CompileResult
-from .frontend import DL_TYPES, imported_module, tvm_target_of
+from .frontend import DL_TYPES, imported_module
+from .tuning import tuned_module
 
 MODEL_LIBRARY = "model.so"
 RUNNER = "runner"
@@ -90,8 +91,8 @@ def compile_shared(request: CompileRequest) -> CompileResult:
     import tvm.support.cc
     from tvm import relax
 
+    ir_module, tvm_target, tuning = tuned_module(ir_module, target, request.tuning_db, request.progress)
     request.progress(f"compiling {model.path.name} with TVM for {target.name}")
-    tvm_target = tvm_target_of(target)
     try:
         executable = tvm.compile(ir_module, target=tvm_target, relax_pipeline=relax.get_default_pipeline(tvm_target))
     except Exception as err:
@@ -114,5 +115,5 @@ def compile_shared(request: CompileRequest) -> CompileResult:
                                 "libcrypto": f"{openssl.PACKAGE} {libcrypto.version}"}} if libcrypto else {}
     return CompileResult(bundle.write_manifest(
         bundle_dir, "tvm", target.name, entry, model.inputs, model.outputs,
-        extra={"tvm_target": target.tvm_target, **encrypted}
-    ))
+        extra={"tvm_target": host_cpu.resolved(target.tvm_target), **encrypted}
+    ), sections=[tuning] if tuning else [])

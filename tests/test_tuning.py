@@ -1,0 +1,91 @@
+"""invoke tune: the instruction-count MetaSchedule runner, a tuning database shared between processes, a second
+tune that re-measures nothing; the host profile compiles for this machine's CPU."""
+
+import json
+import tempfile
+from pathlib import Path
+
+from toolchain.backends.tvm import tuning
+from toolchain.pipeline.build import BuildOptions, build
+from toolchain.target.profile import load_target
+
+from conftest import invoke
+
+
+def _vector_add(length: int, folder: Path) -> Path:
+    """A TIR function c = a + b over `length` float32 elements, cross-compiled for the rpi4."""
+    import tvm
+    import tvm.support.cc
+    from tvm import te
+
+    a = te.placeholder((length,), "float32", name="a")
+    b = te.placeholder((length,), "float32", name="b")
+    c = te.compute((length,), lambda i: a[i] + b[i], name="c")
+    function = te.create_prim_func([a, b, c]).with_attr("global_symbol", "main")
+    library = tvm.tirx.build(tvm.IRModule({"main": function}), target=tuning.tuning_target(load_target("rpi4")))
+    path = folder / f"add{length}.so"
+    library.export_library(str(path), fcompile=tvm.support.cc.cross_compiler("aarch64-linux-gnu-g++"))
+    return path
+
+
+def test_instruction_count_runner_returns_the_plugins_count_for_a_tiny_tir_function(tmp_path, aarch64_runtime):
+    from tvm.s_tir.meta_schedule.arg_info import TensorInfo
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    target = load_target("rpi4")
+    program = tuning.kernel_runner(target, print)
+    counts = {}
+    for length in (256, 1024, 4096):
+        library = _vector_add(length, tmp_path)
+        args = [TensorInfo("float32", [length])] * 3
+        (future,) = tuning.InstructionRunner(target, program).run([RunnerInput(str(library), "cpu", args)])
+        result = future.result()
+        assert result.error_msg is None
+        counts[length] = round(float(result.run_secs[0]) * 1e9)
+        # The plugin's own count of one call, counted again: the same number (counts are deterministic).
+        assert counts[length] == tuning.count_call(target, program, library, [f"float32:{length}"] * 3)
+    # The count is one call's, start-up and loading (hundreds of thousands of instructions) cancelled out: a few
+    # instructions per element, the same few whatever the length.
+    assert counts[256] < 5_000
+    for short, long in ((256, 1024), (1024, 4096)):
+        per_element = (counts[long] - counts[short]) / (long - short)
+        assert 0.25 <= per_element <= 8
+
+
+def test_a_database_tuned_in_one_process_is_applied_by_a_build_in_another(tmp_path, tiny_tflite):
+    database_root = tmp_path / "tuning"
+    args = ["tune", "--target", "host", "--model", str(tiny_tflite), "--trials", "16", "--tuning-db", str(database_root)]
+    first = invoke(*args)
+    assert first.returncode == 0, first.stderr
+    folder = tuning.database_dir(load_target("host"), database_root)
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["measured_by"] == "latency" and summary["trials"] >= 1
+    tuned = [task["name"] for task in summary["tasks"] if task["best"] is not None]
+    assert tuned and f"tuned for host in {folder}" in first.stdout
+
+    # This process reads what the other wrote: the build applies the records and says how many tasks were tuned.
+    built = build(BuildOptions(target="host", model=tiny_tflite, backend="tvm", out=tmp_path / "tuned", samples=4,
+                               tuning_db=database_root))
+    assert built.report["validation"]["passed"]
+    assert built.report["tuning"] == {"database": str(folder), "tasks": len(summary["tasks"]), "tuned": len(tuned)}
+    assert f"## TVM tuning\n\n{len(tuned)} of the model's" in (tmp_path / "tuned" / "report.md").read_text()
+    untuned = build(BuildOptions(target="host", model=tiny_tflite, backend="tvm", out=tmp_path / "untuned", samples=4,
+                                 tuning_db=tmp_path / "empty"))
+    assert "tuning" not in untuned.report and untuned.report["cache_key"] != built.report["cache_key"]
+
+    # A second tune of the same model measures nothing already in the database.
+    second = invoke(*args)
+    assert second.returncode == 0, second.stderr
+    again = json.loads((folder / "tune.json").read_text())
+    assert again["trials"] == 0 or not [t for t in again["tasks"] if t["tuned_before"] is False and t["name"] in tuned]
+    assert all(task["tuned_before"] for task in again["tasks"] if task["name"] in tuned)
+
+
+def test_the_host_profile_compiles_for_this_machines_cpu(tmp_path, tiny_tflite):
+    from tvm.target import codegen
+
+    built = build(BuildOptions(target="host", model=tiny_tflite, backend="tvm", out=tmp_path / "out", samples=4,
+                               tuning_db=Path(tempfile.mkdtemp(dir=tmp_path))))
+    manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
+    assert manifest["tvm_target"]["mcpu"] == str(codegen.llvm_get_system_cpu()) != "host"
+    assert built.report["validation"]["passed"]

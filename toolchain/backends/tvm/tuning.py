@@ -1,0 +1,442 @@
+"""MetaSchedule tuning of a model's kernels for a target (`invoke tune`), kept in a JSON database per target that
+every tvm build for that target applies (shared_runtime.py).
+
+The database of a target is the folder <root>/<target>-<hash of its tvm_target, the host CPU named>/ holding
+MetaSchedule's database_workload.json and database_tuning_record.json; root is --tuning-db DIR, else
+<cache>/tvm-tuning. Records are keyed by workload (a kernel's structural hash) and target, so models sharing a
+kernel share its tuning, and the folder can be copied between machines or committed to a repository.
+
+What a candidate costs:
+  - the host (a target this machine runs natively): its time, measured in this process with the measuring
+    thread pinned to one core while search and builds use every core;
+  - an emulated Linux board (qemu-user): the instructions one call executes under qemu-user, counted by the
+    plugin (hostenv/qemu_plugin.py) around firmware/tvm_kernel_runner.cpp: deterministic, for a board you do
+    not have. Instructions are not cycles: confirm a winner on the board.
+Tasks whose kernel already has a record in the database are not tuned again, so a second run re-measures
+nothing. MetaSchedule appends a batch's records to the database when it collects the batch's results, which
+its scheduler does once every task had its turn; Ctrl-C and the timeout stop tuning before the next batch is
+built, and every measured batch is collected then, so what was measured is kept. tvm is imported inside functions.
+"""
+
+import hashlib
+import json
+import os
+import platform
+import shutil
+import signal
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+from ... import proc
+from ...console import Progress
+from ...errors import BadInput, BuildError, reason
+from ...hostenv import cross, host_cpu, qemu_plugin, tvm_runtimes
+from ...model.info import ModelInfo
+from ...paths import FIRMWARE_DIR, cache_dir
+from ...target.profile import Target
+from ..base import ReportSection
+
+DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
+# The kernels worth tuning: after tuning, convolutions and matrix products are over 99.8% of kernel time.
+TUNED_OPS = ("conv2d", "matmul", "dense")
+TRIALS_PER_ITERATION = 16  # with 64, a small budget ran out before every convolution was reached (at most --trials)
+COUNTED_CALLS = (1, 5)  # calls of the kernel in the two counted runs: (c5 - c1) / 4 is one call
+KERNEL_RUNNER = "tvm_kernel_runner.cpp"
+_COUNT_TIMEOUT_S = 120
+
+
+def load_tensor_intrinsics() -> None:
+    """Import tvm.s_tir.tensor_intrin (MetaSchedule's TuneContext does, and the import parses hundreds of
+    TVMScript functions) before TensorFlow is loaded, with a cheaper inspect.stack while it runs: TVMScript's
+    parser calls inspect.stack() for every function, which reads the source of every frame and scans all of
+    sys.modules for each (44 s of CPU here; over a minute once TensorFlow has filled sys.modules). The parser
+    reads the code of the first frames only (is_defined_in_class: frame 2), so only they keep their context."""
+    import inspect
+    import sys
+
+    if "tvm.s_tir.tensor_intrin" in sys.modules:
+        return
+
+    def first_frames_with_context(context: int = 1) -> list:
+        frames, frame = [], sys._getframe(1)
+        while frame is not None:
+            info = inspect.getframeinfo(frame, context if len(frames) <= 3 else 0)
+            frames.append(inspect.FrameInfo(frame, *info, positions=info.positions))
+            frame = frame.f_back
+        return frames
+
+    original, inspect.stack = inspect.stack, first_frames_with_context
+    try:
+        import tvm.s_tir.tensor_intrin  # noqa: F401
+    finally:
+        inspect.stack = original
+
+
+def database_dir(target: Target, root: Path | None) -> Path:
+    """The target's tuning database folder (it may not exist yet)."""
+    settings = json.dumps(host_cpu.resolved(target.tvm_target), sort_keys=True)
+    folder = f"{target.name}-{hashlib.sha256(settings.encode()).hexdigest()[:12]}"
+    return (Path(root) if root is not None else cache_dir() / "tvm-tuning") / folder
+
+
+def database_fingerprint(target: Target, root: Path | None) -> str | None:
+    """A hash of the target's tuning records, None when it has none: part of a tvm build's cache key (cheap)."""
+    files = [database_dir(target, root) / name for name in DATABASE_FILES]
+    if not all(f.is_file() for f in files) or files[1].stat().st_size == 0:
+        return None
+    digest = hashlib.sha256()
+    for f in files:
+        digest.update(f.read_bytes())
+    return digest.hexdigest()
+
+
+def tuning_target(target: Target):
+    """The tvm.target.Target that tuning measures and tuned builds compile for: one core, as builds run."""
+    from .frontend import tvm_target_of
+
+    return tvm_target_of(target, {**target.tvm_target, "num-cores": 1})
+
+
+def _prepared(ir_module):
+    """The imported module lowered to fused TIR kernels, the form tuning extracts its tasks from."""
+    import tvm
+    from tvm import relax
+
+    passes = [relax.transform.DecomposeOpsForInference(), relax.transform.CanonicalizeBindings(),
+              relax.get_pipeline("zero")]
+    return tvm.transform.Sequential(passes)(ir_module)
+
+
+def _tasks(module, tvm_target) -> list:
+    """The module's tuning tasks (MetaSchedule ExtractedTask) of the ops worth tuning."""
+    from tvm.s_tir import meta_schedule as ms
+
+    return [task for task in ms.relax_integration.extract_tasks(module, tvm_target)
+            if any(op in task.task_name for op in TUNED_OPS)]
+
+
+def _is_tuned(database, task, tvm_target) -> bool:
+    kernel = task.dispatched[0]
+    return database.has_workload(kernel) and database.query_tuning_record(kernel, tvm_target, "main") is not None
+
+
+def _database(folder: Path):
+    from tvm.s_tir import meta_schedule as ms
+
+    folder.mkdir(parents=True, exist_ok=True)
+    return ms.database.JSONDatabase(work_dir=str(folder))
+
+
+def tuned_module(ir_module, target: Target, root: Path | None, progress: Progress):
+    """(module, tvm target, report section) for a build: with the database's schedules applied when the target
+    has tuning records, else the module and the profile's target as they are and no section."""
+    from .frontend import tvm_target_of
+
+    if database_fingerprint(target, root) is None:
+        return ir_module, tvm_target_of(target), None
+    from tvm import relax
+
+    folder = database_dir(target, root)
+    tvm_target = tuning_target(target)
+    module = _prepared(ir_module)
+    database = _database(folder)
+    tasks = _tasks(module, tvm_target)
+    tuned = sum(_is_tuned(database, task, tvm_target) for task in tasks)
+    progress(f"applying the tuning database {folder}: {tuned} of the model's {len(tasks)} tunable tasks tuned")
+    with tvm_target, database:
+        module = relax.transform.MetaScheduleApplyDatabase()(module)
+    data = {"database": str(folder), "tasks": len(tasks), "tuned": tuned}
+    summary = f"tuning: {tuned} of {len(tasks)} tunable tasks tuned, from {folder}"
+    return module, tvm_target, ReportSection("tuning", data, summary)
+
+
+@dataclass
+class TuneResult:
+    """What `invoke tune` did (tune.json's and the console's)."""
+
+    target: str
+    model: str
+    database: str
+    measured_by: str  # "latency" (seconds, here) or "instructions" (under qemu-user)
+    tasks: list[dict]  # [{name, tuned_before, best}] best: seconds or instructions, None when not measured
+    trials: int  # candidates measured by this run
+    seconds: float
+    stopped: str | None  # why it stopped before the budget: "timeout", "interrupted", or None
+
+    @property
+    def tuned(self) -> int:
+        return sum(1 for task in self.tasks if task["tuned_before"] or task["best"] is not None)
+
+
+def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: Path | None,
+         progress: Progress) -> TuneResult:
+    """Tune the model's kernels not yet in the target's database, `trials` candidates at most in all, for at
+    most `timeout_s` seconds; every measured candidate is in the database when this returns (or is interrupted)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    from .frontend import imported_module
+
+    by = _measured_by(target)
+    tvm_target = tuning_target(target)
+    runner = HostRunner() if by == "latency" else InstructionRunner(target, kernel_runner(target, progress))
+    gxx = None if by == "latency" else cross.find_tool(target, "g++")
+    folder = database_dir(target, root)
+    module = _prepared(imported_module(model, progress))
+    database = _database(folder)
+    tasks = _tasks(module, tvm_target)
+    todo = [task for task in tasks if not _is_tuned(database, task, tvm_target)]
+    records = [{"name": task.task_name, "tuned_before": task not in todo, "best": None} for task in tasks]
+    progress(f"{len(tasks)} tunable tasks in {model.path.name}, {len(tasks) - len(todo)} already in {folder}")
+    started = time.monotonic()
+    watch = _Watch([records[tasks.index(task)] for task in todo], trials, timeout_s, by, progress)
+    if todo:
+        with tempfile.TemporaryDirectory(prefix="edgeyard-tune-") as work:
+            contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(todo, work_dir=work)
+            builder = InProcessBuilder(gxx, Path(work), watch.check)
+            callbacks = [*ms.MeasureCallback.create("default"), watch.callback()]
+            main = threading.current_thread() is threading.main_thread()  # where signal handlers live
+            previous = signal.signal(signal.SIGINT, watch.interrupt) if main else None
+            scheduler = ms.TaskScheduler.create("gradient")
+            try:
+                ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=work, max_trials_global=trials,
+                              num_trials_per_iter=min(TRIALS_PER_ITERATION, trials), builder=builder, runner=runner,
+                              database=database, cost_model=_cost_model(), measure_callbacks=callbacks,
+                              task_scheduler=scheduler)
+            except Exception as err:  # the watch's stop (Ctrl-C, time up) arrives as an error through TVM's C++
+                if watch.stopped is None:
+                    raise BuildError(f"tuning {model.path.name} for {target.name} failed: {reason(err)}") from err
+                _collect(scheduler, len(contexts))
+            finally:
+                if main:
+                    signal.signal(signal.SIGINT, previous)
+    return TuneResult(target.name, str(model.path), str(folder), by, records, watch.trials,
+                      round(time.monotonic() - started, 1), watch.stopped)
+
+
+def _collect(scheduler, tasks: int) -> None:
+    """After a stop: collect every task's measured batch, which puts its records in the database."""
+    for task_id in range(tasks):
+        try:
+            scheduler.join_running_task(task_id)
+        except Exception:  # noqa: S110 - a task with no batch running has nothing to collect
+            continue
+
+
+def _measured_by(target: Target) -> str:
+    """"latency" where this machine runs the target's code natively, "instructions" where qemu-user runs it."""
+    if target.tvm_target.get("kind") != "llvm" or target.tvm_runtime != "shared":
+        raise BadInput(f"invoke tune tunes TVM's kernels for Linux boards with a TVM runtime; {target.name} "
+                       "is not one.")
+    if "host" in target.runners and target.arch == platform.machine():
+        return "latency"
+    if "qemu-user" in target.runners and target.emulator:
+        return "instructions"
+    raise BadInput(f"target {target.name} has neither the host runner nor qemu-user: nothing here can measure "
+                   "its tuning candidates.")
+
+
+def _cost_model():
+    """xgboost's cost model when xgboost is installed (it is a dependency), else random search."""
+    try:
+        import xgboost  # noqa: F401
+    except ImportError:
+        return "random"
+    return "xgb"
+
+
+def _done(result):
+    """A MetaSchedule runner future that is already done with `result` (a RunnerResult)."""
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunnerFuture
+
+    @derived_object
+    class Done(PyRunnerFuture):
+        def __init__(self, outcome):
+            super().__init__()
+            self.outcome = outcome
+
+        def done(self):
+            return True
+
+        def result(self):
+            return self.outcome
+
+    return Done(result)
+
+
+def HostRunner(repeat: int = 3, min_repeat_ms: int = 20):
+    """A MetaSchedule runner timing candidates in this process with this thread pinned to one core (the search
+    and the builds use the others): MetaSchedule's LocalRunner workers, each a new Python importing TVM, ran
+    out of their time here. Cost: the median of `repeat` timings of at least `min_repeat_ms` each."""
+    import numpy as np
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
+
+    def measure(runner_input):
+        try:
+            library = tvm.runtime.load_module(runner_input.artifact_path)
+            device = tvm.cpu()
+            args = [tvm.runtime.tensor(np.zeros([int(d) for d in info.shape], str(info.dtype)), device)
+                    for info in runner_input.args_info]
+            timer = library.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+            return RunnerResult([float(np.median(timer(*args).results))], None)
+        except Exception as err:  # a candidate that fails to run is a failed trial, not a failed tune
+            return RunnerResult(None, f"{type(err).__name__}: {reason(err)}")
+
+    @derived_object
+    class Runner(PyRunner):
+        def run(self, runner_inputs):
+            cores = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, {min(cores)})  # this thread only (pid 0 on Linux)
+            try:
+                return [_done(measure(runner_input)) for runner_input in runner_inputs]
+            finally:
+                os.sched_setaffinity(0, cores)
+
+    return Runner()
+
+
+class _Watch:
+    """Progress after each batch (best cost so far, time left); raises once the time is up."""
+
+    def __init__(self, records: list[dict], trials: int, timeout_s: float, by: str, progress: Progress):
+        self.records, self.budget, self.timeout_s, self.by, self.progress = records, trials, timeout_s, by, progress
+        self.trials, self.started, self.stopped = 0, time.monotonic(), None
+
+    def cost_text(self, cost: float) -> str:
+        return f"{cost:,.0f} instructions" if self.by == "instructions" else f"{cost * 1e6:.1f} us"
+
+    def batch(self, task_id: int, runner_results) -> None:
+        costs = [sum(float(s) for s in r.run_secs) / len(r.run_secs) for r in runner_results
+                 if r.error_msg is None and r.run_secs]
+        costs = [c * 1e9 if self.by == "instructions" else c for c in costs]
+        record = self.records[task_id]
+        if costs:
+            record["best"] = min([c for c in (record["best"], *costs) if c is not None])
+        self.trials += len(runner_results)
+        elapsed = time.monotonic() - self.started
+        left = min(self.timeout_s - elapsed, elapsed / self.trials * max(self.budget - self.trials, 0))
+        best = self.cost_text(record["best"]) if record["best"] is not None else "none valid yet"
+        self.progress(f"trial {self.trials}/{self.budget}: {record['name']} best {best}; "
+                      f"{elapsed:.0f} s so far, about {max(left, 0):.0f} s left")
+
+    def interrupt(self, signum, frame) -> None:
+        """SIGINT (Ctrl-C) while tuning: stop at the next batch (a KeyboardInterrupt raised wherever Python
+        happens to be, a __del__ among them, can be swallowed)."""
+        self.stopped = "interrupted"
+
+    def check(self) -> None:
+        """Raise once Ctrl-C was pressed or the time is up (called before each batch is built)."""
+        if self.stopped is None and time.monotonic() - self.started >= self.timeout_s:
+            self.stopped = "timeout"
+        if self.stopped is not None:
+            raise TimeoutError(f"tuning stopped: {self.stopped}")
+
+    def callback(self):
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+        from tvm.ir.utils import derived_object
+
+        watch = self
+
+        @derived_object
+        class WatchCallback(PyMeasureCallback):
+            def apply(self, task_scheduler, task_id, measure_candidates, builder_results, runner_results):
+                watch.batch(task_id, runner_results)
+
+        return WatchCallback()
+
+
+def InProcessBuilder(gxx: Path | None, work: Path, before_each_batch):
+    """A MetaSchedule builder that builds in this process (MetaSchedule's LocalBuilder workers spend longer
+    importing TVM than its build timeout), cross-linking with `gxx` for another architecture; each candidate in
+    a new folder inside `work`. before_each_batch() may raise to stop the tuning."""
+    import tvm.support.cc
+    from tvm.s_tir.meta_schedule.builder import BuilderResult, PyBuilder
+    from tvm.s_tir.meta_schedule.builder.local_builder import default_build
+    from tvm.ir.utils import derived_object
+
+    @derived_object
+    class Builder(PyBuilder):
+        def build(self, build_inputs):
+            before_each_batch()
+            results = []
+            for build_input in build_inputs:
+                # A folder of its own: MetaSchedule's RemoveBuildArtifact deletes the artifact's whole folder.
+                path = Path(tempfile.mkdtemp(prefix="candidate-", dir=work)) / "candidate.so"
+                try:
+                    library = default_build(build_input.mod, build_input.target, None)
+                    compile_with = tvm.support.cc.cross_compiler(str(gxx)) if gxx else None
+                    library.export_library(str(path), fcompile=compile_with)
+                    results.append(BuilderResult(str(path), None))
+                except Exception as err:  # a candidate that does not build is a failed trial, not a failed tune
+                    results.append(BuilderResult(None, f"{type(err).__name__}: {reason(err)}"))
+            return results
+
+    return Builder()
+
+
+def InstructionRunner(target: Target, runner_program: Path, workers: int = 2):
+    """A MetaSchedule runner whose cost is the instructions one call executes under the target's qemu-user with
+    the counting plugin (as "seconds": instructions / 1e9). Counts do not depend on load: candidates are
+    counted `workers` at a time."""
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
+    from tvm.ir.utils import derived_object
+
+    def measure(runner_input):
+        specs = [f"{info.dtype}:{'x'.join(str(int(d)) for d in info.shape)}" for info in runner_input.args_info]
+        try:
+            instructions = count_call(target, runner_program, Path(runner_input.artifact_path), specs)
+        except BuildError as err:
+            return RunnerResult(None, str(err))
+        return RunnerResult([instructions / 1e9], None)
+
+    @derived_object
+    class Runner(PyRunner):
+        def run(self, runner_inputs):
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                return [_done(result) for result in pool.map(measure, runner_inputs)]
+
+    return Runner()
+
+
+def count_call(target: Target, runner_program: Path, library: Path, specs: list[str]) -> int:
+    """Instructions one call of `library`'s function main executes on `specs` tensors ("float32:64x64"), counted
+    under the target's qemu-user by the plugin with 1 and 5 calls (start-up and loading cancel out)."""
+    emulator = list(target.emulator["command"])
+    if shutil.which(emulator[0]) is None:
+        raise BuildError(f"{emulator[0]} is not installed: run ./bootstrap.sh.")
+    counts = []
+    with tempfile.TemporaryDirectory(prefix="edgeyard-count-") as work:
+        for calls in COUNTED_CALLS:
+            count_file = Path(work, f"count{calls}")
+            proc.run([*emulator, "-plugin", qemu_plugin.plugin_option(count_file), runner_program,
+                      str(library.resolve()), str(calls), *specs], env={}, timeout_s=_COUNT_TIMEOUT_S,
+                     what=f"counting the instructions of {library.name}")
+            counts.append(int(count_file.read_text()))
+    return round((counts[1] - counts[0]) / (COUNTED_CALLS[1] - COUNTED_CALLS[0]))
+
+
+def kernel_runner(target: Target, progress: Progress) -> Path:
+    """firmware/tvm_kernel_runner.cpp built for the target (against its TVM runtime, found by rpath), cached in
+    the user's cache by the source, runtime and compiler."""
+    gxx = cross.find_tool(target, "g++")
+    runtime_dir = tvm_runtimes.tvm_runtime_dir(target.arch)
+    source = FIRMWARE_DIR / KERNEL_RUNNER
+    key = hashlib.sha256(source.read_bytes() + str(runtime_dir).encode() + str(gxx).encode()).hexdigest()[:16]
+    program = cache_dir() / "tvm-kernel-runner" / f"{target.arch}-{key}"
+    if program.is_file():
+        return program
+    progress(f"compiling {KERNEL_RUNNER} for {target.arch} with {gxx.name}")
+    program.parent.mkdir(parents=True, exist_ok=True)
+    partial = program.with_name(program.name + f".partial-{os.getpid()}")
+    includes = [f"-I{d}" for d in tvm_runtimes.tvm_ffi_include_dirs()]
+    cross.run_tool([gxx, "-std=c++17", "-O2", *includes, source, "-o", partial, f"-L{runtime_dir}",
+                    "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", f"-Wl,-rpath,{runtime_dir}"],
+                   cwd=program.parent)
+    partial.replace(program)
+    return program
