@@ -29,8 +29,8 @@ def test_the_rule_required_for_the_default_build_optional_beyond_it():
     rpi4 = {tool.name: required for tool, required in target_tools(load_target("rpi4"))}
     assert rpi4 == {"aarch64-linux-gnu-g++": True, "the aarch64 TVM runtime": True, "qemu-aarch64": True,
                     "the qemu counting plugin (libinsn_count.so)": True,
-                    # litert and onnxruntime are rpi4 backends, not its default: their userland is optional
-                    "the emulated aarch64 userland": False}
+                    # rpi4's default is auto, which builds litert and onnxruntime too: their userland is required
+                    "the emulated aarch64 userland": True}
     nucleo = {tool.name: required for tool, required in target_tools(load_target("nucleo-l4r5zi"))}
     # default "auto" may try each backend: both their tools are required; the probes never are
     assert {name for name, required in nucleo.items() if required} == {
