@@ -28,7 +28,8 @@ def test_auto_ships_the_candidate_with_the_fewest_instructions(tmp_path, tiny_tf
     markdown = (tmp_path / "report.md").read_text()
     assert f"| tvm | yes | {counts['tvm']:,} |" in markdown and "| **chosen** |" in markdown
     assert sorted(p.name for p in tmp_path.iterdir() if p.name != "signature.json") == [
-        "bundle", "provenance.json", "report.json", "report.md"]  # the losing candidates' folders are gone
+        "bundle", "provenance.json", "report.html", "report.json", "report.md",
+        "third-party.log"]  # the losing candidates' folders are gone
 
 
 def test_a_failing_candidate_is_recorded_and_skipped(tmp_path, tiny_tflite, monkeypatch):

@@ -24,7 +24,8 @@ def test_auto_records_why_the_others_stopped_and_ships_the_one_that_validated(tm
     selection = report["selection"]
     assert selection["by"] == "latency" and report["validation"]["passed"]
     candidates = {c["backend"]: c for c in selection["candidates"]}
-    assert list(candidates) == ["tvm", "litert", "onnxruntime"]
+    assert list(candidates) == ["tvm", "litert", "onnxruntime", "executorch"]
+    assert not candidates["executorch"]["validated"] and "executorch" in candidates["executorch"]["error"]
     assert TVM_BLOCKED in candidates["tvm"]["error"] and not candidates["tvm"]["validated"]
     # tf2onnx's conversion of the dynamic-range quantized layer computes something else: ONNX Runtime's bundle
     # builds and runs, and fails validation.

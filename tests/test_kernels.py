@@ -246,9 +246,9 @@ def test_auto_falls_back_to_tvm_and_records_the_attempt(tanh_model, tmp_path):
     built = build(BuildOptions(target=BOARD, model=tanh_model, out=tmp_path / "out"))  # the default: auto
     report = json.loads((built.out_dir / "report.json").read_text())
     assert report["backend"] == "tvm" and report["validation"]["passed"] is True
-    kernels, tvm = report["attempts"]
-    assert kernels["backend"] == "kernels" and "TANH (operator 1)" in kernels["error"]
-    assert tvm == {"backend": "tvm", "error": None}
+    kernels, tvm = report["selection"]["candidates"]
+    assert kernels["backend"] == "kernels" and not kernels["validated"] and "TANH (operator 1)" in kernels["error"]
+    assert tvm["backend"] == "tvm" and tvm["validated"] and tvm["error"] is None
 
 
 def test_a_model_too_big_for_the_board_names_the_largest_consumers(tmp_path):

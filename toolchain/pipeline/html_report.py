@@ -59,7 +59,7 @@ def report_figures(out_dir: Path, report: dict) -> dict:
     measured = [c for c in candidates if c.get(_selection_unit(report)) is not None]
     if measured:
         unit = _selection_unit(report)
-        values = [c[unit]["median"] if unit == "latency_ms" else c[unit] for c in measured]
+        values = [c[unit] for c in measured]
         figures["selection"] = charts.paired_bars("candidates", [c["backend"] for c in measured],
                                                   [(unit, values)], _UNIT_LABELS[unit])
     return {name: Markup(svg) for name, svg in figures.items()}
