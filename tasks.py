@@ -456,7 +456,7 @@ def bench_linux(c, models=None, tuning_db=None, runs=60, samples=8, targets="hos
     from toolchain.pipeline.linux_bench import linux_bench_text, run_linux_bench
 
     result = _finish(lambda: run_linux_bench(Path(models) if models else None, Path(tuning_db) if tuning_db else None,
-                                             int(samples), int(runs), tuple(targets.split(",")),
+                                             int(samples), int(runs), tuple(options.parse_names(targets)),
                                              console.ProgressPrinter()), debug)
     _show(linux_bench_text(result))
 

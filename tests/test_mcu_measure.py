@@ -234,3 +234,19 @@ def test_bench_mcu_table(int8_depthwise, tmp_path):
     assert "| " + " | ".join(MCU_BENCH_HEADERS) + " |" in markdown and "| ad01_int8.tflite | tvm | yes (" in markdown
     text = mcu_bench_text(bench)
     assert "instructions: counted by the emulator" in text and "cycles: an estimate" in text
+
+
+@pytest.mark.fast
+def test_a_damaged_elf_image_is_one_sentence(tmp_path):
+    """A truncated image (its section headers past the end of the file) is bad input, not a traceback."""
+    import struct
+
+    from toolchain.elf import ElfImage
+
+    header = bytearray(b"\x7fELF\x01\x01" + bytes(0x34 - 6))
+    struct.pack_into("<I", header, 0x20, 4096)  # section headers far past the end
+    struct.pack_into("<HH", header, 0x2E, 40, 1)  # one 40-byte section header
+    image = tmp_path / "damaged.elf"
+    image.write_bytes(bytes(header))
+    with pytest.raises(BadInput, match=r"damaged.elf is not a readable 32-bit ELF image"):
+        ElfImage(image)

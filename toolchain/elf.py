@@ -53,7 +53,13 @@ class LoadedSection:
 
 class ElfImage:
     def __init__(self, path: Path):
-        self.path = Path(path)
+        try:
+            self._read(Path(path))
+        except (OSError, struct.error, ValueError, IndexError) as err:  # missing, truncated or damaged
+            raise BadInput(f"{path} is not a readable 32-bit ELF image ({err}).") from None
+
+    def _read(self, path: Path) -> None:
+        self.path = path
         data = self.data = self.path.read_bytes()
         if data[:4] != b"\x7fELF" or data[4:6] != b"\x01\x01" or len(data) < 0x34:
             raise BadInput(f"{path} is not a 32-bit little-endian ELF image.")
@@ -71,6 +77,12 @@ class ElfImage:
         return self.data[start:self.data.index(b"\0", start)].decode(errors="replace")
 
     def symbols(self) -> list[Symbol]:
+        try:
+            return self._symbols()
+        except (struct.error, ValueError, IndexError) as err:
+            raise BadInput(f"{self.path} has a damaged symbol table ({err}).") from None
+
+    def _symbols(self) -> list[Symbol]:
         found = []
         for table in (s for s in self.sections if s.kind == SHT_SYMTAB):
             strings = self.sections[table.link].offset

@@ -33,7 +33,8 @@ def sign(image: Path, binary: Path, target: Target, key: Path, out: Path) -> dic
     expected = slot_address(target) + target.mcuboot["header_size"]
     if vectors != expected:
         raise BuildError(f"{target.path}: the linker script '{target.firmware['linker_script']}' does not place the "
-                         f"image at __image_offset (vector table at {vectors:#x}, MCUboot needs {expected:#x}).")
+                         f"image at __image_offset (vector table at {'none' if vectors is None else f'{vectors:#x}'}, "
+                         f"MCUboot needs {expected:#x}).")
     settings = target.mcuboot
     proc.run([*IMGTOOL, "sign", "--key", key, "--header-size", str(settings["header_size"]), "--pad-header",
               "--align", str(settings["align"]), "--version", settings["version"],

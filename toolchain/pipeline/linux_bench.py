@@ -14,7 +14,7 @@ from pathlib import Path
 
 from ..atomic import atomic_write
 from ..console import Progress, quiet
-from ..errors import EdgeyardError
+from ..errors import BadInput, EdgeyardError
 from ..target.profile import AUTO_BACKEND, load_target
 from . import stats
 from .build import BuildOptions, build
@@ -30,6 +30,8 @@ ROUNDS = 5
 def run_linux_bench(models: Path | None = None, tuning_db: Path | None = None, samples: int = 8,
                     runs: int = DEFAULT_RUNS, targets: tuple[str, ...] = TARGETS, progress: Progress = quiet) -> dict:
     """One row per (model, target) with each variant's cost; written to build/linux-bench.json."""
+    if runs < 1 or samples < 1:
+        raise BadInput(f"--runs and --samples must be at least 1 (got {runs} and {samples}).")
     folder = _models_folder(models)
     present = sorted(p for p in folder.iterdir() if p.suffix == ".tflite")
     rows = []

@@ -98,7 +98,13 @@ class QemuSystemRunner(QemuRunner):
 
 def _class_counts(path: Path) -> tuple[dict[str, int], float]:
     """The plugin's counts over the COUNT_REPEATS timed runs, per inference: instructions by class, registers moved."""
-    counts = {name: int(value) for name, value in (line.split() for line in path.read_text().splitlines())}
+    try:
+        counts = {name: int(value) for name, value in (line.split() for line in path.read_text().splitlines())}
+    except (OSError, ValueError) as err:
+        raise BuildError(f"the counting plugin left no readable class counts in {path.name} ({err}).") from None
+    missing = [name for name in (*cycle_model.CLASSES, "registers_moved") if name not in counts]
+    if missing:
+        raise BuildError(f"the counting plugin's {path.name} lacks {', '.join(missing)}.")
     if counts.get("marker_calls") != 1:
         raise BuildError(f"the counting plugin saw the inference markers {counts.get('marker_calls', 0)} times, "
                          f"not once: the firmware's harness calls them wrongly.")

@@ -32,6 +32,8 @@ KERNELS_DIR = FIRMWARE_DIR / "kernels"
 SOURCES = "src"
 ALIGNMENT = 8  # of the caller's input and output buffers
 CONSTANT_ALIGNMENT = 4
+# Element types of constant operands (an ADD's constant input, a PAD's value), as the driver declares them.
+C_TYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
 
 
 class KernelsBackend:
@@ -88,8 +90,11 @@ def generate_sources(request: CompileRequest) -> ModelSources:
                           "symbol": f"t{index}_data"}
         if storage.base == "constant" and any(index in layer.inputs for layer in layers):
             data = graph.tensors[index].data
+            if data.dtype.name not in C_TYPES:
+                raise BadInput(f"{model.path.name}: constant tensor '{graph.tensors[index].name}' is "
+                               f"{data.dtype.name}; the kernels take int8, int32 or float32 constants.")
             constants.append(Constant(f"t{index}_data", np.ascontiguousarray(data).tobytes(),
-                                      "int8_t" if data.dtype == np.int8 else "int32_t", data.size))
+                                      C_TYPES[data.dtype.name], data.size))
     calls = []
     for position, layer in enumerate(layers):
         if layer.kernel is None and position not in copies:
