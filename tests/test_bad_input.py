@@ -102,6 +102,8 @@ CASES = [
     (["bench", "--target", "host", "--warmup", "-1"], 2),
     # --input-shape
     (["build", "--target", "host", "--input-shape", "x"], 2),
+    (["build", "--target", "zcu104", "--layer-precision", "dense"], 2),
+    (["build", "--target", "zcu104", "--layer-precision", "=ap_fixed<8,3>"], 2),
     (["build", "--target", "host", "--input-shape", "x:"], 2),
     (["build", "--target", "host", "--input-shape", ":1x2"], 2),
     (["build", "--target", "host", "--input-shape", "x:1xb"], 2),

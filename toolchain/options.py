@@ -116,6 +116,8 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
         settings["fpga.precision"] = precision
     for item in layer_precision or []:
         name, _, fixed_point = item.partition("=")
+        if not name.strip() or not fixed_point.strip():
+            raise BadInput(f"--layer-precision takes LAYER=TYPE (e.g. dense=ap_fixed<8,3>), not '{item}'.")
         settings[f"fpga.layer_precision.{name}"] = fixed_point
     return BuildOptions(target=target, model=Path(model) if model else None, backend=backend,
                         out=Path(out) if out else None, input_shapes=parse_input_shapes(input_shape or []),

@@ -52,6 +52,7 @@ class ModelSources:
     # (work folder, gcc, the board's cpu flags) -> the model's object files, compiled in `work`
     compile_objects: Callable[[Path, Path, list[str]], list[Path]]
     firmware: dict = field(default_factory=dict)  # what the manifest's "firmware" says of the model
+    manifest: dict = field(default_factory=dict)  # the backend's own manifest keys (tvm: tvm_target)
 
 
 _FIRMWARE_TOOLS = {"gcc": "compiles and links the firmware", "objcopy": "writes the firmware's raw image"}
@@ -96,9 +97,7 @@ def build_firmware(request: CompileRequest, backend: str, sources: ModelSources,
     firmware = {"images": images, "model_identifier": sources.name, **sources.firmware}
     if mcuboot is not None:
         firmware["mcuboot"] = mcuboot
-    extra = {"memory": memory, "firmware": firmware}
-    if backend == "tvm":
-        extra["tvm_target"] = target.tvm_target
+    extra = {"memory": memory, "firmware": firmware, **sources.manifest}
     manifest = bundle.write_manifest(bundle_dir, backend, target.name, entry, model.inputs, model.outputs,
                                      extra=extra)
     return CompileResult(manifest, [memory_section(memory), *sections])

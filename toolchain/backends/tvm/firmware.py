@@ -13,5 +13,6 @@ def compile_for_microcontroller(request: CompileRequest) -> CompileResult:
     tools = find_tools(request.target)
     static_model = generate_sources(request, "firmware_harness.c.j2")
     sources = ModelSources(static_model.name, static_model.src, static_model.context,
-                           partial(compile_model_objects, static_model), {"kernels": static_model.route})
+                           partial(compile_model_objects, static_model), {"kernels": static_model.route},
+                           {"tvm_target": request.target.tvm_target})
     return build_firmware(request, "tvm", sources, tools)
