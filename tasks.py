@@ -186,14 +186,19 @@ def bench(c, target="rpi4", model=None, backend=None, out=None, input_shape=None
             "model": HELP["model"], "input_shape": HELP["input_shape"], **TUNING_HELP,
             "trials": "tuning candidates to measure in all (default 200)",
             "timeout": "minutes at most (default 10); Ctrl-C also stops and keeps what is tuned",
-            "debug": HELP["debug"]}, iterable=["input_shape"])
-def tune(c, target="host", model=None, input_shape=None, trials=200, timeout=10.0, tuning_db=None, debug=False):
+            "refine": "tune again the kernels already in the database, the search starting from their best records",
+            "rpc": "time the candidates on a real board of a TVM RPC farm: the tracker's HOST:PORT",
+            "key": BOARD_HELP["key"], "debug": HELP["debug"]}, iterable=["input_shape"])
+def tune(c, target="host", model=None, input_shape=None, trials=200, timeout=10.0, tuning_db=None, refine=False,
+         rpc=None, key=None, debug=False):
     """Tune the model's TVM kernels for a target (MetaSchedule) into its tuning database; tvm builds apply it."""
     from toolchain.pipeline.tune import run_tune
 
     opts = lambda: options.build_options(target, model, "tvm", None, input_shape, None, 32, 1,  # noqa: E731
                                          tuning_db=tuning_db)
-    result = _finish(lambda: run_tune(opts(), int(trials), float(timeout), console.ProgressPrinter()), debug)
+    board = options.board_connection(None, 0, None, None, rpc, key)
+    result = _finish(lambda: run_tune(opts(), int(trials), float(timeout), console.ProgressPrinter(), refine, board),
+                     debug)
     from toolchain.pipeline.report import tune_summary
 
     _show(tune_summary(result))

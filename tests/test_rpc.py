@@ -123,3 +123,20 @@ def test_a_board_without_a_tvm_runtime_is_refused_before_connecting():
     runner = runners.get("tvm-rpc").connect(runners.Connection(rpc="127.0.0.1:9", key=KEY))
     assert "no TVM runtime" in runner.unavailable_reason(load_target("rpi2"), Entry("native", ["./run.sh"], "armv7l"))
     assert runner.unavailable_reason(load_target("rpi4"), Entry("native", ["./run.sh"], "aarch64")) is None
+
+
+def test_tune_times_candidates_on_the_farm_board(farm, tmp_path, tiny_tflite):
+    from toolchain.backends.tvm import tuning
+
+    args = ["tune", "--target", "host", "--model", str(tiny_tflite), "--trials", "8", "--rpc", farm,
+            "--tuning-db", str(tmp_path / "db")]
+    tuned = invoke(*args, "--key", KEY)
+    assert tuned.returncode == 0, tuned.stderr
+    assert f"timing candidates on the board '{KEY}'" in tuned.stdout + tuned.stderr
+    summary = (tuning.database_dir(load_target("host"), tmp_path / "db") / "tune.json").read_text()
+    assert '"measured_by": "latency"' in summary and '"trials": 0' not in summary
+
+    # A key nobody registered: one sentence before anything is built, exit 2.
+    unknown = invoke(*args, "--key", "no-such-board")
+    assert unknown.returncode == 2
+    assert "no board is registered with key 'no-such-board'" in unknown.stderr

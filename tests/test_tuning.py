@@ -1,11 +1,13 @@
 """invoke tune: the instruction-count MetaSchedule runner, a tuning database shared between processes, a second
-tune that re-measures nothing; the host profile compiles for this machine's CPU."""
+tune that re-measures nothing, --refine, tuned and untuned tvm rows in bench --backend all; the host profile
+compiles for this machine's CPU."""
 
 import json
 import tempfile
 from pathlib import Path
 
 from toolchain.backends.tvm import tuning
+from toolchain.pipeline.bench import TUNED_TVM, UNTUNED_TVM, compare_backends
 from toolchain.pipeline.build import BuildOptions, build
 from toolchain.target.profile import load_target
 
@@ -79,6 +81,24 @@ def test_a_database_tuned_in_one_process_is_applied_by_a_build_in_another(tmp_pa
     again = json.loads((folder / "tune.json").read_text())
     assert again["trials"] == 0 or not [t for t in again["tasks"] if t["tuned_before"] is False and t["name"] in tuned]
     assert all(task["tuned_before"] for task in again["tasks"] if task["name"] in tuned)
+
+    # --refine tunes the tuned kernels again, from their records, and says so.
+    refined = invoke(*args, "--refine")
+    assert refined.returncode == 0, refined.stderr
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["trials"] >= 1 and "refined now" in refined.stdout
+    assert {t["name"] for t in summary["tasks"] if t["tuned_before"] and t["best"] is not None} & set(tuned)
+
+    # bench --backend all: tvm is two rows, tuned and untuned, each built, validated and timed.
+    comparison = compare_backends(BuildOptions(target="host", model=tiny_tflite, out=tmp_path / "all", samples=4,
+                                               tuning_db=database_root), runs=3, warmup=1, rounds=1)
+    rows = {row["backend"]: row for row in comparison["rows"]}
+    assert "tvm" not in rows
+    for variant in (TUNED_TVM, UNTUNED_TVM, "litert"):
+        assert rows[variant]["validation"]["passed"] and rows[variant]["bench"]["latency_ms"]["median"] > 0
+    assert json.loads((tmp_path / "all" / "tvm" / "report.json").read_text())["tuning"]["tuned"] >= 1
+    assert "tuning" not in json.loads((tmp_path / "all" / "tvm-untuned" / "report.json").read_text())
+    assert "| tvm untuned | passed" in (tmp_path / "all" / "comparison.md").read_text()
 
 
 def test_the_host_profile_compiles_for_this_machines_cpu(tmp_path, tiny_tflite):

@@ -17,12 +17,13 @@ from ..console import Progress, quiet
 from ..errors import BadInput, EdgeyardError
 from ..target.profile import AUTO_BACKEND, load_target
 from . import stats
+from .bench import TUNED_TVM, UNTUNED_TVM, untuned_tvm_options
 from .build import BuildOptions, build
 from .mcu_bench import _models_folder
 from .timing import Timed, interleaved
 
 TARGETS = ("host", "rpi4")
-VARIANTS = ("tvm untuned", "tvm tuned", "litert", "onnxruntime", AUTO_BACKEND)
+VARIANTS = (UNTUNED_TVM, TUNED_TVM, "litert", "onnxruntime", AUTO_BACKEND)
 DEFAULT_RUNS = 60
 ROUNDS = 5
 
@@ -48,9 +49,8 @@ def run_linux_bench(models: Path | None = None, tuning_db: Path | None = None, s
 def _row(model: Path, target: str, tuning_db: Path | None, empty_database: Path, samples: int, runs: int,
          progress: Progress) -> dict:
     options = {
-        "tvm untuned": BuildOptions(target, model, "tvm", out=Path("build", target, model.stem, "tvm-untuned"),
-                                    samples=samples, tuning_db=empty_database),
-        "tvm tuned": BuildOptions(target, model, "tvm", samples=samples, tuning_db=tuning_db),
+        UNTUNED_TVM: untuned_tvm_options(BuildOptions(target, model, "tvm", samples=samples), empty_database),
+        TUNED_TVM: BuildOptions(target, model, "tvm", samples=samples, tuning_db=tuning_db),
         "litert": BuildOptions(target, model, "litert", samples=samples),
         "onnxruntime": BuildOptions(target, model, "onnxruntime", samples=samples),
         AUTO_BACKEND: BuildOptions(target, model, AUTO_BACKEND, samples=samples, tuning_db=tuning_db),
@@ -58,12 +58,12 @@ def _row(model: Path, target: str, tuning_db: Path | None, empty_database: Path,
     cells, built = {}, {}
     for variant, opts in options.items():
         try:
-            result = build(opts, lambda message: progress(f"  {variant}: {message}"))
+            result = build(opts, lambda message, variant=variant: progress(f"  {variant}: {message}"))
         except EdgeyardError as err:
             cells[variant] = {"error": str(err)}
             continue
         tuned = (result.report.get("tuning") or {}).get("tuned", 0)
-        if variant == "tvm tuned" and not tuned:
+        if variant == TUNED_TVM and not tuned:
             cells[variant] = {"error": "no tuning records for this model (invoke tune)"}
             continue
         built[variant] = result

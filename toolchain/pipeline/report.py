@@ -147,8 +147,9 @@ def tune_summary(result) -> str:
     for task in result.tasks:
         best = task["best"]
         shown = "-" if best is None else f"{best:,.0f}" if unit == "instructions" else f"{best * 1e6:.1f}"
-        rows.append([task["name"], "in the database already" if task["tuned_before"] else "tuned now" if best is not
-                     None else "not reached", shown])
+        state = ("refined now" if task["tuned_before"] else "tuned now") if best is not None else (
+            "in the database already" if task["tuned_before"] else "not reached")
+        rows.append([task["name"], state, shown])
     stopped = {"timeout": "; stopped by --timeout", "interrupted": "; interrupted"}.get(result.stopped, "")
     head = (f"{result.tuned} of {len(result.tasks)} tunable tasks of {Path(result.model).name} tuned for "
             f"{result.target} in {result.database}: {result.trials} candidates measured in {result.seconds:.0f} s "

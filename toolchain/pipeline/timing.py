@@ -63,5 +63,6 @@ def interleaved(timed: list[Timed], target: Target, warmup: int, runs: int, roun
     per_round = -(-runs // rounds)  # ceiling: at least `runs` in all
     for round_index in range(rounds):
         for item in timed:
-            progress(f"round {round_index + 1}/{rounds}: {per_round} runs of {item.manifest['backend']}")
+            # The folder names the variant (tvm-untuned beside tvm in bench --backend all).
+            progress(f"round {round_index + 1}/{rounds}: {per_round} runs of {item.out_dir.name}")
             item.run(target, warmup, per_round, threads, count_instructions=count_instructions and round_index == 0)

@@ -10,6 +10,7 @@ board runs its own TVM runtime, which must match the apache-tvm that compiled th
 
 import gc
 import socket
+from collections.abc import Callable
 
 import numpy as np
 
@@ -54,38 +55,46 @@ class TvmRpcRunner(Runner):
         manifest = request.manifest
         if manifest["backend"] != "tvm":
             raise BadInput(f"the tvm-rpc runner runs TVM bundles only, not {manifest['backend']}; use --backend tvm.")
-        from tvm import rpc
+        on_board(self.tracker, self.key, request.timeout_s, lambda remote: _run_on_board(remote, request),
+                 f"running the TVM bundle on the board '{self.key}' over RPC")
 
-        host, port = self.tracker
-        try:  # tvm's own client retries an unreachable tracker for a minute, logging each try
-            socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S).close()
-        except OSError as err:
-            raise BuildError(f"cannot reach the TVM RPC tracker at {host}:{port}: {err.strerror or err}.") from None
-        try:
-            tracker = rpc.connect_tracker(host, port)
-            # A request for a key nobody registered would wait for ever: ask what is there first.
-            registered = tracker.summary()["queue_info"]
-            if self.key not in registered:
-                raise BadInput(f"no board is registered with key '{self.key}' at the TVM RPC tracker {host}:{port} "
-                               f"(registered: {', '.join(sorted(registered)) or 'none'}).")
-            remote = tracker.request(self.key, session_timeout=request.timeout_s, max_retry=_TRACKER_RETRIES)
-        except (OSError, RuntimeError) as err:
-            raise BuildError(f"the TVM RPC tracker at {host}:{port} gave no board with key '{self.key}': "
-                             f"{reason(err)}") from None
-        failure = None
-        try:
-            _run_on_board(remote, request)
-        except Exception as err:  # the remote side raises anything from RuntimeError to TypeError
-            failure = reason(err)
-        finally:
-            tracker.close()
-            # The board serves one session at a time, and the session ends only when the last remote
-            # object is freed; the Relax VM's reference cycles would keep it (and the board) for
-            # session_timeout. The error's traceback would too: it is gone outside the except block.
-            del remote
-            gc.collect()
-        if failure is not None:
-            raise BuildError(f"running the TVM bundle on the board '{self.key}' over RPC failed: {failure}")
+
+def on_board(tracker: tuple[str, int], key: str, timeout_s: float, work: Callable, what: str):
+    """work(remote) in a session (tvm.rpc RPCSession) with the board registered under `key` at the TVM RPC tracker;
+    its result. The session is freed before this returns. An error of work is a BuildError saying `what` failed."""
+    from tvm import rpc
+
+    host, port = tracker
+    try:  # tvm's own client retries an unreachable tracker for a minute, logging each try
+        socket.create_connection((host, port), timeout=_CONNECT_TIMEOUT_S).close()
+    except OSError as err:
+        raise BuildError(f"cannot reach the TVM RPC tracker at {host}:{port}: {err.strerror or err}.") from None
+    try:
+        connection = rpc.connect_tracker(host, port)
+        # A request for a key nobody registered would wait for ever: ask what is there first.
+        registered = connection.summary()["queue_info"]
+        if key not in registered:
+            raise BadInput(f"no board is registered with key '{key}' at the TVM RPC tracker {host}:{port} "
+                           f"(registered: {', '.join(sorted(registered)) or 'none'}).")
+        remote = connection.request(key, session_timeout=timeout_s, max_retry=_TRACKER_RETRIES)
+    except (OSError, RuntimeError) as err:
+        raise BuildError(f"the TVM RPC tracker at {host}:{port} gave no board with key '{key}': "
+                         f"{reason(err)}") from None
+    failure = result = None
+    try:
+        result = work(remote)
+    except Exception as err:  # the remote side raises anything from RuntimeError to TypeError
+        failure = reason(err)
+    finally:
+        connection.close()
+        # The board serves one session at a time, and the session ends only when the last remote
+        # object is freed; the Relax VM's reference cycles would keep it (and the board) for
+        # session_timeout. The error's traceback would too: it is gone outside the except block.
+        del remote
+        gc.collect()
+    if failure is not None:
+        raise BuildError(f"{what} failed: {failure}")
+    return result
 
 
 def _run_on_board(remote, request: RunRequest) -> None:

@@ -11,7 +11,9 @@ What a candidate costs:
     thread pinned to one core while search and builds use every core;
   - an emulated Linux board (qemu-user): the instructions one call executes under qemu-user, counted by the
     plugin (hostenv/qemu_plugin.py) around firmware/tvm_kernel_runner.cpp: deterministic, for a board you do
-    not have. Instructions are not cycles: confirm a winner on the board.
+    not have. Instructions are not cycles: confirm a winner on the board;
+  - a real board (--rpc HOST:PORT --key KEY): its time, measured there by TVM's RPC server registered with a
+    tracker under that key (as the tvm-rpc runner runs bundles).
 Tasks whose kernel already has a record in the database are not tuned again, so a second run re-measures
 nothing. MetaSchedule appends a batch's records to the database when it collects the batch's results, which
 its scheduler does once every task had its turn; Ctrl-C and the timeout stop tuning before the next batch is
@@ -173,24 +175,33 @@ class TuneResult:
 
 
 def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: Path | None,
-         progress: Progress) -> TuneResult:
-    """Tune the model's kernels not yet in the target's database, `trials` candidates at most in all, for at
-    most `timeout_s` seconds; every measured candidate is in the database when this returns (or is interrupted)."""
+         progress: Progress, refine: bool = False, board: tuple[tuple[str, int], str] | None = None) -> TuneResult:
+    """Tune the model's kernels not yet in the target's database (all of them with `refine`: the search then
+    starts from the database's best records), `trials` candidates at most in all, for at most `timeout_s`
+    seconds; every measured candidate is in the database when this returns (or is interrupted). With `board`
+    ((tracker host, port), key) candidates are timed on that board of a TVM RPC farm."""
     from tvm.s_tir import meta_schedule as ms
 
     from .frontend import imported_module
 
-    by = _measured_by(target)
+    by = _measured_by(target, board)
     tvm_target = tuning_target(target)
-    runner = HostRunner() if by == "latency" else InstructionRunner(target, kernel_runner(target, progress))
-    gxx = None if by == "latency" else cross.find_tool(target, "g++")
+    if board is not None:
+        runner = RpcRunner(*board, progress)
+    elif by == "latency":
+        runner = HostRunner()
+    else:
+        runner = InstructionRunner(target, kernel_runner(target, progress))
+    gxx = None if target.arch == platform.machine() else cross.find_tool(target, "g++")
     folder = database_dir(target, root)
     module = _prepared(imported_module(model, progress))
     database = _database(folder)
     tasks = _tasks(module, tvm_target)
-    todo = [task for task in tasks if not _is_tuned(database, task, tvm_target)]
-    records = [{"name": task.task_name, "tuned_before": task not in todo, "best": None} for task in tasks]
-    progress(f"{len(tasks)} tunable tasks in {model.path.name}, {len(tasks) - len(todo)} already in {folder}")
+    todo = [task for task in tasks if refine or not _is_tuned(database, task, tvm_target)]
+    records = [{"name": task.task_name, "tuned_before": _is_tuned(database, task, tvm_target), "best": None}
+               for task in tasks]
+    progress(f"{len(tasks)} tunable tasks in {model.path.name}, {sum(r['tuned_before'] for r in records)} already in "
+             f"{folder}" + ("; refining them all from their best records" if refine else ""))
     started = time.monotonic()
     watch = _Watch([records[tasks.index(task)] for task in todo], trials, timeout_s, by, progress)
     if todo:
@@ -226,17 +237,18 @@ def _collect(scheduler, tasks: int) -> None:
             continue
 
 
-def _measured_by(target: Target) -> str:
-    """"latency" where this machine runs the target's code natively, "instructions" where qemu-user runs it."""
+def _measured_by(target: Target, board: tuple[str, int] | None) -> str:
+    """"latency" where candidates are timed (this machine running the target natively, or the board of a TVM RPC
+    farm), "instructions" where qemu-user runs them."""
     if target.tvm_target.get("kind") != "llvm" or target.tvm_runtime != "shared":
         raise BadInput(f"invoke tune tunes TVM's kernels for Linux boards with a TVM runtime; {target.name} "
                        "is not one.")
-    if "host" in target.runners and target.arch == platform.machine():
+    if board is not None or ("host" in target.runners and target.arch == platform.machine()):
         return "latency"
     if "qemu-user" in target.runners and target.emulator:
         return "instructions"
     raise BadInput(f"target {target.name} has neither the host runner nor qemu-user: nothing here can measure "
-                   "its tuning candidates.")
+                   "its tuning candidates (a board of a TVM RPC farm can: --rpc HOST:PORT --key KEY).")
 
 
 def _cost_model():
@@ -297,6 +309,46 @@ def HostRunner(repeat: int = 3, min_repeat_ms: int = 20):
                 return [_done(measure(runner_input)) for runner_input in runner_inputs]
             finally:
                 os.sched_setaffinity(0, cores)
+
+    return Runner()
+
+
+def RpcRunner(tracker: tuple[str, int], key: str, progress: Progress, repeat: int = 3, min_repeat_ms: int = 20):
+    """A MetaSchedule runner timing candidates on the board registered under `key` at a TVM RPC tracker, with the
+    board's own time_evaluator (one session per batch); the cost is as HostRunner's. The board is asked for
+    once here, so a wrong --rpc or --key stops tuning before anything is built."""
+    import numpy as np
+    import tvm
+    from tvm.ir.utils import derived_object
+    from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
+
+    from ...runners.tvm_rpc import on_board
+
+    what = f"reaching the board '{key}' over RPC"
+    progress(f"timing candidates on the board '{key}' of the TVM RPC tracker {tracker[0]}:{tracker[1]}")
+    on_board(tracker, key, _COUNT_TIMEOUT_S, lambda remote: remote.cpu().exist, what)
+
+    def measure(remote, runner_input):
+        try:
+            name = f"{Path(runner_input.artifact_path).parent.name}.so"  # candidates' folders have unique names
+            remote.upload(runner_input.artifact_path, target=name)
+            library = remote.load_module(name)
+            device = remote.cpu()
+            args = [tvm.runtime.tensor(np.zeros([int(d) for d in info.shape], str(info.dtype)), device)
+                    for info in runner_input.args_info]
+            timer = library.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
+            cost = float(np.median(timer(*args).results))
+            remote.remove(name)
+            return RunnerResult([cost], None)
+        except Exception as err:  # a candidate that fails to run is a failed trial, not a failed tune
+            return RunnerResult(None, f"{type(err).__name__}: {reason(err)}")
+
+    @derived_object
+    class Runner(PyRunner):
+        def run(self, runner_inputs):
+            results = on_board(tracker, key, _COUNT_TIMEOUT_S * len(runner_inputs),
+                               lambda remote: [measure(remote, runner_input) for runner_input in runner_inputs], what)
+            return [_done(result) for result in results]
 
     return Runner()
 
