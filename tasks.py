@@ -67,14 +67,15 @@ HELP = {
     "quantize": "none (default), fp16, dynamic (int8 weights), int8 (full integer, calibrated), int16x8 (16-bit "
                 "activations, int8 weights; litert) or mixed (int8 but the most sensitive layers float, within "
                 "--accuracy-budget)",
-    "accuracy_budget": "--quantize mixed: accuracy drop allowed on the labelled data, in percentage points "
-                       "(default 0.5)",
+    "accuracy_budget": "--quantize mixed, --precision auto: accuracy drop allowed on the labelled data, in "
+                       "percentage points (default 0.5)",
     "quantize_io": "--quantize int8: int8 (default for TFLite) or float (ONNX: always float) inputs and outputs",
     "calibration": "--quantize int8 calibration inputs: .npz (x_train, x or x_test), .npy or a folder of them "
                    "(default: --data, or the default model's training split)",
     "eval_data": "labelled .npz (x/y or x_test/y_test) for the float and quantized accuracy "
                  "(default: --data's or the default model's test split)",
-    "precision": "FPGA fixed-point type of every layer, e.g. ap_fixed<16,6> (default: the target's)",
+    "precision": "FPGA fixed-point type of every layer, e.g. ap_fixed<16,6> (default: the target's), or auto: each "
+                 "layer's chosen by measured accuracy within --accuracy-budget",
     "layer_precision": "one layer's FPGA fixed-point type, NAME=ap_fixed<24,10> (repeatable)",
     "set": "change a target setting for this build, KEY=VALUE, e.g. ethos_u.accelerator_config=ethos-u55-256 (repeatable)",
     "signing_key": "Ed25519 key that signs the build (default: $EDGEYARD_SIGNING_KEY, else the per-user key "

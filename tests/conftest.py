@@ -41,6 +41,40 @@ def tiny_keras(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def sensitive_model(tmp_path_factory):
+    """(a .keras classifier with one deliberately sensitive layer, calibration .npy, labelled eval .npz): for
+    --quantize mixed (test_mixed_precision.py) and --precision auto (test_hls4ml.py).
+
+    The middle layer's output has a wide range: one unit swings by thousands while the eight that carry the class
+    stay below one, so int8's one scale for the tensor rounds them all to the same step. The labels are the float
+    model's own top-1, so its accuracy is 100% and any drop is quantization's."""
+    import keras
+
+    keras.utils.set_random_seed(11)
+    rng = np.random.default_rng(11)
+    model = keras.Sequential([
+        keras.Input((16,), batch_size=1, name="features"),
+        keras.layers.Dense(32, activation="relu", name="hidden"),
+        keras.layers.Dense(9, name="wide_range"),
+        keras.layers.Dense(4, name="logits"),
+    ])
+    wide, _ = model.get_layer("wide_range").get_weights()
+    wide[:, 8] = 400.0 * rng.choice([-1.0, 1.0], size=32)  # the wide unit
+    model.get_layer("wide_range").set_weights([wide, np.zeros(9, np.float32)])
+    head, bias = model.get_layer("logits").get_weights()
+    head[8, :] = 0.0  # the class does not depend on the wide unit
+    model.get_layer("logits").set_weights([head, bias])
+    folder = tmp_path_factory.mktemp("mixed")
+    path = folder / "sensitive.keras"
+    model.save(path)
+    x = rng.normal(size=(600, 1, 16)).astype(np.float32)
+    labels = model.predict(x.reshape(600, 16), verbose=0).argmax(axis=1)
+    np.save(folder / "calibration.npy", x[:200])
+    np.savez(folder / "eval.npz", x=x[200:], y=labels[200:])
+    return path, folder / "calibration.npy", folder / "eval.npz"
+
+
+@pytest.fixture(scope="session")
 def tiny_tflite(tiny_keras, tmp_path_factory) -> Path:
     import keras
     import tensorflow as tf

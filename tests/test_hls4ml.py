@@ -124,3 +124,48 @@ def test_build_validates_with_the_precision_tolerance(tmp_path, tiny_keras):
     assert report["validation"]["outputs"][0]["tolerance"] >= tolerance(["ap_fixed<18,8>"])
     assert report["bench"]["runner"] == "csim" and report["bench"]["emulated"] is True
     assert report["fpga"]["resources"] is None and "synthesis" in report["fpga"]["estimate"]
+
+
+@pytest.mark.slow  # three or more C simulations: a minute or two
+def test_auto_precision_widens_the_sensitive_layer_within_the_budget(sensitive_model, tmp_path):
+    """--precision auto: the wide-range layer (one huge unit beside the small ones that carry the class) costs the
+    all-narrow design most of its accuracy; the search widens it, the others stay narrower, and the budget holds."""
+    model, calibration, eval_data = sensitive_model
+    budget = 5.0
+    result = build(BuildOptions(target=TARGET, model=model, out=tmp_path / "b", auto_precision=True,
+                                calibration=calibration, eval_data=eval_data, accuracy_budget=budget, samples=8))
+    chosen = result.report["fpga_precision"]
+    widths = {layer["layer"]: int(layer["type"].split("<")[1].split(",")[0]) for layer in chosen["layers"]}
+    assert chosen["steps"][0]["drop_points"] > budget, chosen  # the narrow start costs too much ...
+    assert chosen["drop_points"] <= budget and chosen["steps"][-1]["types"] == {
+        layer["layer"]: layer["type"] for layer in chosen["layers"]}  # ... the chosen design does not
+    assert chosen["steps"][0]["widened"] == "wide_range"
+    assert all(widths["wide_range"] > width for name, width in widths.items() if name != "wide_range"), widths
+    assert any(layer["type"] == layer["start_type"] for layer in chosen["layers"])  # not everything widened
+    assert chosen["c_simulations"] == len(chosen["steps"]) >= 2
+    fpga = result.report["fpga"]
+    assert {name: fpga["layer_precision"][name] for name in widths} == {
+        layer["layer"]: layer["type"] for layer in chosen["layers"]}  # the bundle is the chosen design
+    assert result.report["validation"]["passed"]
+    assert "FPGA types chosen by measurement" in (result.out_dir / "report.md").read_text()
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("options,message", [
+    ({"target": "host", "auto_precision": True}, "--precision auto chooses the ap_fixed types of an hls4ml build"),
+    ({"target": TARGET, "auto_precision": True, "accuracy_budget": -1}, "--accuracy-budget takes percentage points"),
+    ({"target": TARGET, "accuracy_budget": 1.0}, "--accuracy-budget applies only to --quantize mixed and --precision"),
+])
+def test_auto_precision_mistakes_exit_2(options, message, tmp_path):
+    with pytest.raises(BadInput, match=message) as caught:
+        build(BuildOptions(out=tmp_path / "b", **options))
+    assert caught.value.exit_code == 2 and str(caught.value).count(". ") == 0 and not (tmp_path / "b").exists()
+
+
+@pytest.mark.fast
+def test_precision_auto_is_an_option_not_a_type():
+    from toolchain.options import build_options
+
+    opts = build_options(TARGET, None, None, None, None, None, 32, 1, precision="auto", accuracy_budget="2")
+    assert opts.auto_precision and "fpga.precision" not in opts.settings
+    assert not build_options(TARGET, None, None, None, None, None, 32, 1, precision="ap_fixed<8,3>").auto_precision

@@ -4,47 +4,15 @@ litert; the per-layer sensitivity table in report.json and report.md."""
 
 import json
 
-import numpy as np
 import pytest
 
 from toolchain.errors import BadInput
 from toolchain.pipeline.build import BuildOptions, build
 
 
-@pytest.fixture(scope="session")
-def sensitive_model(tmp_path_factory):
-    """(a .keras classifier with one deliberately sensitive layer, calibration .npy, labelled eval .npz).
-
-    The middle layer's output has a wide range: one unit swings by thousands while the eight that carry the class
-    stay below one, so int8's one scale for the tensor rounds them all to the same step. The labels are the float
-    model's own top-1, so its accuracy is 100% and any drop is quantization's."""
-    import keras
-
-    keras.utils.set_random_seed(11)
-    rng = np.random.default_rng(11)
-    model = keras.Sequential([
-        keras.Input((16,), batch_size=1, name="features"),
-        keras.layers.Dense(32, activation="relu", name="hidden"),
-        keras.layers.Dense(9, name="wide_range"),
-        keras.layers.Dense(4, name="logits"),
-    ])
-    wide, _ = model.get_layer("wide_range").get_weights()
-    wide[:, 8] = 400.0 * rng.choice([-1.0, 1.0], size=32)  # the wide unit
-    model.get_layer("wide_range").set_weights([wide, np.zeros(9, np.float32)])
-    head, bias = model.get_layer("logits").get_weights()
-    head[8, :] = 0.0  # the class does not depend on the wide unit
-    model.get_layer("logits").set_weights([head, bias])
-    folder = tmp_path_factory.mktemp("mixed")
-    path = folder / "sensitive.keras"
-    model.save(path)
-    x = rng.normal(size=(600, 1, 16)).astype(np.float32)
-    labels = model.predict(x.reshape(600, 16), verbose=0).argmax(axis=1)
-    np.save(folder / "calibration.npy", x[:200])
-    np.savez(folder / "eval.npz", x=x[200:], y=labels[200:])
-    return path, folder / "calibration.npy", folder / "eval.npz"
-
-
 def test_mixed_keeps_the_sensitive_layers_float_within_the_budget(sensitive_model, tmp_path):
+    from toolchain.pipeline.report import summary
+
     model, calibration, eval_data = sensitive_model
     budget = 1.0
     result = build(BuildOptions(target="host", model=model, backend="litert", out=tmp_path / "b", quantize="mixed",
@@ -55,7 +23,7 @@ def test_mixed_keeps_the_sensitive_layers_float_within_the_budget(sensitive_mode
     int8_drop = 100 * (compared["float"]["accuracy"] - compared["int8"]["accuracy"])
     mixed_drop = mixed["steps"][-1]["drop_points"]
     assert compared["float"]["accuracy"] == 1.0
-    assert int8_drop > budget, mixed  # full int8 costs more than the budget ...
+    assert int8_drop > budget and compared["int8"]["changed_predictions"] > 0, mixed  # int8 costs too much ...
     assert mixed_drop <= budget and quantization["accuracy"]["change_points"] >= -budget, mixed  # ... mixed does not
     assert "wide_range" in " ".join(mixed["float_layers"]), mixed
     assert any("hidden" in layer["layer"] and not layer["kept_float"] for layer in mixed["layers"])
@@ -64,9 +32,16 @@ def test_mixed_keeps_the_sensitive_layers_float_within_the_budget(sensitive_mode
     assert result.report["validation"]["passed"]
     markdown = (result.out_dir / "report.md").read_text()
     assert "per-layer sensitivity to int8" in markdown and "| float |" in markdown
+    assert not mixed["int8_within_budget"] and "Kept in float: " in markdown
+    assert f"layer{'s' * (len(mixed['float_layers']) > 1)} kept float" in summary(result.report)
 
 
 def test_mixed_on_the_default_model_reports_the_table_and_meets_a_tight_budget(tmp_path):
+    """The default model loses no prediction to full int8 on its whole test split (450 samples), so a budget of 0
+    keeps no layer float, and the report says so with the measured drop; a model that needs float layers is
+    sensitive_model's."""
+    from toolchain.pipeline.report import summary
+
     result = build(BuildOptions(target="host", backend="litert", out=tmp_path / "b", quantize="mixed",
                                 accuracy_budget=0.0, samples=8))
     mixed = result.report["quantization"]["mixed"]
@@ -74,13 +49,20 @@ def test_mixed_on_the_default_model_reports_the_table_and_meets_a_tight_budget(t
     assert {layer["op"] for layer in layers} >= {"CONV_2D", "FULLY_CONNECTED"}
     ranking = [layer["output_error_alone"] for layer in layers]
     assert ranking == sorted(ranking, reverse=True) and ranking[0] > 0
+    assert mixed["eval"]["samples"] == 450  # the whole held-out split
+    int8 = mixed["compared"]["int8"]
     assert mixed["steps"][-1]["drop_points"] <= 0.0
+    assert mixed["int8_within_budget"] == (int8["drop_points"] <= 0.0) == (mixed["float_layers"] == [])
     # The float layers are the most sensitive ones, as many as the search needed.
     assert [layer["layer"] for layer in layers if layer["kept_float"]] == mixed["float_layers"]
     assert mixed["float_layers"] == [layer["layer"] for layer in layers[:len(mixed["float_layers"])]]
     assert len(mixed["steps"]) == len(mixed["float_layers"]) + 1
     report = json.loads((result.out_dir / "report.json").read_text())
     assert report["quantization"]["mode"] == "mixed"
+    if mixed["int8_within_budget"]:
+        said = "full int8 is within the budget: no layer kept float"
+        assert f"{said} (measured drop {int8['drop_points']:.2f} points" in summary(result.report)
+        assert said.capitalize() in (result.out_dir / "report.md").read_text().replace("**", "")
 
 
 def test_int16x8_builds_and_validates_with_litert(tmp_path):

@@ -35,6 +35,7 @@ class BuildOptions:
     eval_data: Path | None = None  # labelled .npz for the quantization's accuracy change (None: `data` when labelled)
     accuracy_budget: float | None = None  # --quantize mixed: accuracy drop allowed, in points (None: 0.5)
     settings: dict[str, object] = field(default_factory=dict)  # changes to the target profile (--set, --precision)
+    auto_precision: bool = False  # --precision auto: hls4ml's per-layer types chosen under accuracy_budget
     signing_key: Path | None = None  # None: $EDGEYARD_SIGNING_KEY, else the per-user key if it exists (signing.py)
     encrypt: Path | None = None  # AES-256 key file: the bundle's model stored encrypted (encryption.py); None: plain
     tuning_db: Path | None = None  # tvm: the tuning databases' folder (None: <cache>/tvm-tuning; backends/tvm/tuning.py)
@@ -112,7 +113,7 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
     """BuildOptions from the command line's strings (`set` is the repeatable --set KEY=VALUE)."""
     # --precision and --layer-precision are target settings under their own names.
     settings = parse_settings(list(set or []))
-    if precision:
+    if precision and precision != "auto":
         settings["fpga.precision"] = precision
     for item in layer_precision or []:
         name, _, fixed_point = item.partition("=")
@@ -125,7 +126,7 @@ def build_options(target, model, backend, out, input_shape, data, samples, threa
                         threads=parse_count("--threads", threads, 1, MAX_THREADS), quantize=quantize,
                         quantize_io=quantize_io, calibration=Path(calibration) if calibration else None,
                         eval_data=Path(eval_data) if eval_data else None, accuracy_budget=accuracy_budget,
-                        settings=settings,
+                        settings=settings, auto_precision=precision == "auto",
                         signing_key=Path(signing_key) if signing_key else None,
                         encrypt=Path(encrypt) if encrypt else None,
                         tuning_db=Path(tuning_db) if tuning_db else None)

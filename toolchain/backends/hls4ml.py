@@ -172,6 +172,38 @@ def _build_csim(project_dir: Path, project: str, out: Path) -> float:
     return time.perf_counter() - started
 
 
+def io_type_of(model: ModelInfo) -> str:
+    """hls4ml's I/O style for a model: streamed windows for convolutions and pooling, else parallel arrays."""
+    streamed = any(kind in op for op in model.ops for kind in _STREAMED_LAYERS)
+    return "io_stream" if streamed else "io_parallel"
+
+
+@contextlib.contextmanager
+def _hls4ml_errors(model: ModelInfo):
+    try:
+        yield
+    except (BadInput, MissingTool):
+        raise
+    except Exception as err:  # hls4ml raises bare Exceptions for unsupported layers and settings
+        raise BuildError(f"hls4ml could not convert {model.path.name}: {reason(err)}") from err
+
+
+def convert_keras(keras_model, model: ModelInfo, fpga: dict, project_dir: Path, trace: bool = False):
+    """hls4ml's model of `keras_model` for the [fpga] table's part, clock and types, its project in `project_dir`
+    (not written yet); `trace`: every layer's output kept for hls4ml's trace() (pipeline/fpga_precision.py)."""
+    import hls4ml
+
+    config = hls_config(keras_model, fpga)
+    if trace:
+        for layer in config["LayerName"].values():
+            layer["Trace"] = True
+    with _hls4ml_errors(model):
+        return hls4ml.converters.convert_from_keras_model(
+            keras_model, hls_config=config, output_dir=str(project_dir), project_name=c_identifier(model.stem),
+            backend=HLS_BACKEND, io_type=io_type_of(model), part=fpga["part"], clock_period=1000 / fpga["clock_mhz"],
+            allow_da_fallback=False)  # distributed arithmetic needs da4ml, an extra not installed
+
+
 class Hls4mlBackend:
     name = "hls4ml"
     caps = BackendCaps(formats=("keras",))
@@ -191,30 +223,19 @@ class Hls4mlBackend:
         precisions = [fpga["precision"], *(fpga.get("layer_precision") or {}).values()]
         allowed_error = tolerance(precisions)  # also checks every type before the slow steps
 
-        import hls4ml
-
         from ..model.tf_model import load_keras
 
         project = c_identifier(model.stem)
-        streamed = any(kind in op for op in model.ops for kind in _STREAMED_LAYERS)
-        io_type = "io_stream" if streamed else "io_parallel"
+        io_type = io_type_of(model)
         request.progress(f"writing the hls4ml project for {fpga['part']} ({fpga['precision']}, {io_type})")
         messages = io.StringIO()
         with contextlib.redirect_stdout(messages), contextlib.redirect_stderr(messages), \
                 warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             keras_model = load_keras(str(model.path), model.sha256)
-            try:
-                hls_model = hls4ml.converters.convert_from_keras_model(
-                    keras_model, hls_config=hls_config(keras_model, fpga), output_dir=str(bundle_dir / PROJECT),
-                    project_name=project, backend=HLS_BACKEND, io_type=io_type, part=fpga["part"],
-                    clock_period=1000 / fpga["clock_mhz"],
-                    allow_da_fallback=False)  # distributed arithmetic needs da4ml, an extra not installed
+            hls_model = convert_keras(keras_model, model, fpga, bundle_dir / PROJECT)
+            with _hls4ml_errors(model):
                 hls_model.write()
-            except (BadInput, MissingTool):
-                raise
-            except Exception as err:  # hls4ml raises bare Exceptions for unsupported layers and settings
-                raise BuildError(f"hls4ml could not convert {model.path.name}: {reason(err)}") from err
         (bundle_dir / LOG).write_text(messages.getvalue() + "".join(f"warning: {w.message}\n" for w in caught))
 
         request.progress("building the C simulation with g++ and the project's ap_types")

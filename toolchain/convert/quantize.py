@@ -88,7 +88,7 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
                      and (calibration is not None or has_data))
         mode = "int8" if automatic else "none"
     if accuracy_budget is not None and mode != "mixed":
-        raise BadInput("--accuracy-budget applies only to --quantize mixed.")
+        raise BadInput("--accuracy-budget applies only to --quantize mixed and --precision auto.")
     if mode == "none":
         given = [flag for flag, value in (("--quantize-io", io), ("--calibration", calibration),
                                           ("--eval-data", eval_data)) if value is not None]
@@ -133,12 +133,13 @@ def plan(mode: str | None, io: str | None, calibration: Path | None, eval_data: 
             raise BadInput(f"{eval_data}: evaluation data needs inputs and their labels: arrays x and y, or x_test "
                            "and y_test.")
     if mode == "mixed":
-        accuracy_budget = _budget(DEFAULT_ACCURACY_BUDGET if accuracy_budget is None else accuracy_budget)
+        accuracy_budget = budget_points(DEFAULT_ACCURACY_BUDGET if accuracy_budget is None else accuracy_budget)
     return Request(mode, io, Path(calibration) if calibration else None, Path(eval_data) if eval_data else None,
                    accuracy_budget)
 
 
-def _budget(value) -> float:
+def budget_points(value) -> float:
+    """--accuracy-budget: percentage points from 0 to 100 (BadInput otherwise)."""
     try:
         budget = float(value)
     except (TypeError, ValueError):

@@ -29,16 +29,21 @@ def labelled_split(dataset: Path) -> str | None:
     return split[0] if split and split[1] in data else None
 
 
-def top1_accuracy(model: ModelInfo, dataset: Path) -> tuple[float, int]:
-    """(fraction of samples whose top-1 class is the label, samples) over every labelled sample of the file."""
+def top1_predictions(model: ModelInfo, dataset: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(the model's top-1 class, the label's class) for every labelled sample of the file."""
     from ..model.reference import reference_outputs
 
     inputs = make_inputs(model, sys.maxsize, dataset)  # all of them; make_inputs slices [:samples]
     if inputs.labels is None:
         raise BadInput(f"{dataset}: has no labels for its inputs (y_test beside x_test, or y beside x).")
     scores = reference_outputs(model, inputs.tensors)[0]
-    samples = len(scores)
-    return float(np.mean(scores.reshape(samples, -1).argmax(axis=1) == class_indices(inputs.labels))), samples
+    return scores.reshape(len(scores), -1).argmax(axis=1), class_indices(inputs.labels)
+
+
+def top1_accuracy(model: ModelInfo, dataset: Path) -> tuple[float, int]:
+    """(fraction of samples whose top-1 class is the label, samples) over every labelled sample of the file."""
+    predicted, labels = top1_predictions(model, dataset)
+    return float(np.mean(predicted == labels)), len(labels)
 
 
 def accuracy_change(float_model: ModelInfo, quantized: ModelInfo, eval_data: Path | None, dataset: Path | None,

@@ -63,6 +63,7 @@ class _Plan:
     quantization: object = None  # convert.quantize.Request, or None
     model_key: Path | None = None  # --encrypt's AES-256 key file
     tuning_db: Path | None = None  # tvm: where the tuning databases are (None: the cache's)
+    precision_search: object = None  # pipeline.fpga_precision.Search (--precision auto), or None
 
 
 def target_of(opts: BuildOptions) -> Target:
@@ -109,9 +110,17 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     from ..convert.quantize import plan as quantization_plan
 
     # Before the default model is built: option mistakes fail at once.
-    quantization = quantization_plan(opts.quantize, opts.quantize_io, opts.calibration, opts.eval_data, opts.model,
+    search = None
+    if opts.auto_precision:
+        from .fpga_precision import plan as precision_plan
+
+        search = precision_plan(target, backend_name, opts.accuracy_budget, opts.eval_data, opts.calibration)
+    # --precision auto takes the data and budget options itself; --quantize does not apply to hls4ml's Keras input
+    calibration, eval_data, budget = (None, None, None) if search else (opts.calibration, opts.eval_data,
+                                                                        opts.accuracy_budget)
+    quantization = quantization_plan(opts.quantize, opts.quantize_io, calibration, eval_data, opts.model,
                                      backend, has_data=opts.data is not None or opts.model is None,
-                                     accuracy_budget=opts.accuracy_budget)
+                                     accuracy_budget=budget)
     data = opts.data
     if opts.model is None:
         from ..model.default import default_model
@@ -134,6 +143,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     options = {"input_shapes": opts.input_shapes, "samples": opts.samples, "threads": opts.threads,
                **_tvm_options(target, backend_name, opts.tuning_db),
                "quantization": quantization.cache_key() if quantization else None,
+               **({"precision_search": search.cache_key()} if search else {}),
                "data": model_sha256(Path(data)) if data else None,
                **({"encryption": encryption.ALGORITHM} if opts.encrypt else {})}
     signing_key = signing.signing_key_path(opts.signing_key)
@@ -144,7 +154,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
         keyed["model_key"] = encryption.key_id(opts.encrypt)  # likewise
     key = cache.build_key(model_sha256(model_path), target.sha256, backend_name, keyed, versions)
     return _Plan(target, backend, model_path, Path(data) if data else None, out_dir, key, versions, options,
-                 signing_key, quantization, opts.encrypt, opts.tuning_db)
+                 signing_key, quantization, opts.encrypt, opts.tuning_db, search)
 
 
 def _check_encryption(key_path: Path, target: Target, backend: Backend) -> None:
@@ -282,7 +292,16 @@ def _build_one(opts: BuildOptions, plan: _Plan, progress: Progress) -> BuildResu
     started = time.time()
     with staged_dir(plan.out_dir) as stage, tempfile.TemporaryDirectory(prefix="edgeyard-convert-") as workdir:
         converted = _convert(plan, opts, Path(workdir), progress)
+        chosen = None
+        if plan.precision_search is not None:  # --precision auto: the types, measured, before the bundle's build
+            from .fpga_precision import choose_widths
+
+            chosen = choose_widths(converted.compiled, plan.target, plan.precision_search, plan.data, Path(workdir),
+                                   progress)
+            plan = replace(plan, target=chosen.target)
         compiled = _compile(plan, converted, stage / BUNDLE, progress)
+        if chosen is not None:
+            compiled.sections.insert(0, chosen.section)
         ran = _run_and_validate(plan, opts, converted, compiled, stage / BUNDLE, progress)
         if converted.quantization is not None:  # what quantizing cost, on the whole labelled set
             from .accuracy import accuracy_change

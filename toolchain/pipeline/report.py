@@ -121,7 +121,21 @@ def quantization_summary(q: dict) -> str:
     a = q["accuracy"]
     accuracy = (f"top-1 accuracy {a['float']:.1%} -> {a['quantized']:.1%} ({a['change_points']:+.1f} points) "
                 f"on {a['samples']} samples of {a['data']}") if a else f"accuracy: {q['accuracy_unavailable']}"
-    return f"quantization: {q['mode']} ({q['io']} I/O){calibration}; {size}; {accuracy}"
+    line = f"quantization: {q['mode']} ({q['io']} I/O){calibration}; {size}; {accuracy}"
+    return line + (f"\n{mixed_summary(q['mixed'])}" if q.get("mixed") else "")
+
+
+def mixed_summary(m: dict) -> str:
+    """--quantize mixed in one line: the layers kept float, or that full int8 met the budget, with the measured drop."""
+    int8, mixed = m["compared"]["int8"], m["compared"]["mixed"]
+    on = f"on {m['eval']['samples']} samples of {m['eval']['data']}"
+    if m["int8_within_budget"]:
+        return (f"mixed: full int8 is within the budget: no layer kept float (measured drop {int8['drop_points']:.2f} "
+                f"points {on}, budget {m['budget_points']}; {int8['changed_predictions']} top-1 predictions differ "
+                "from the float model's)")
+    return (f"mixed: {len(m['float_layers'])} layer{'s' * (len(m['float_layers']) > 1)} kept float "
+            f"({', '.join(m['float_layers'])}): accuracy drop {mixed['drop_points']:.2f} points {on}, within the "
+            f"budget of {m['budget_points']} (full int8: {int8['drop_points']:.2f} points)")
 
 
 def comparison_summary(comparison: dict) -> str:
