@@ -12,6 +12,7 @@ The runner does not depend on the model (the program describes its own tensors),
 architecture, compiler and executorch version and kept in the cache.
 """
 
+import copy
 import hashlib
 import shutil
 from dataclasses import dataclass
@@ -38,6 +39,7 @@ def lower(request: CompileRequest, path: Path) -> None:
     try:
         from executorch.backends.xnnpack.partition.xnnpack_partitioner import XnnpackPartitioner
         from executorch.exir import to_edge_transform_and_lower
+        from executorch.exir.passes.constant_prop_pass import constant_prop_pass
     except ImportError:
         raise MissingTool("executorch", "install it with: .venv/bin/pip install -e '.[executorch]', or run "
                                         "./bootstrap.sh.") from None
@@ -47,8 +49,11 @@ def lower(request: CompileRequest, path: Path) -> None:
 
     request.progress(f"lowering {request.model.path.name} to ExecuTorch with the XNNPACK partitioner")
     try:
-        lowered = to_edge_transform_and_lower(load_program(request.model.path, request.model.format),
-                                              partitioner=[XnnpackPartitioner()]).to_executorch()
+        # Constants folded first: weights a program computes from parameters (a Keras kernel's transpose) become
+        # constants, which XNNPACK needs to take a convolution or a matmul into its delegate. The pass changes the
+        # program in place: a copy, as load_program's is cached (the reference runs it).
+        program = constant_prop_pass(copy.deepcopy(load_program(request.model.path, request.model.format)))
+        lowered = to_edge_transform_and_lower(program, partitioner=[XnnpackPartitioner()]).to_executorch()
     except Exception as err:  # the lowering passes raise many types
         raise BuildError(f"backend executorch cannot lower {request.model.path.name}: {reason(err)}.") from None
     with atomic_file(path) as temporary:

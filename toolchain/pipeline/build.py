@@ -172,7 +172,8 @@ def _tvm_options(target: Target, backend_name: str, tuning_db: Path | None) -> d
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
-    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF or PyTorch -> ONNX)."""
+    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF or PyTorch -> ONNX,
+    Keras -> torch.export program)."""
     if info.format in backend.caps.formats:
         return info
     from .. import convert
@@ -184,6 +185,9 @@ def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progre
         if fmt == "onnx" and info.format in ("keras", "savedmodel", "tflite", *TORCH_FORMATS):
             progress(f"converting {info.format} to ONNX")
             return convert.to_onnx(info, workdir)
+        if fmt == "torch-export" and info.format == "keras":
+            progress("converting keras to a torch.export program (Keras on PyTorch)")
+            return convert.to_torch_export(info, workdir)
     raise BadInput(f"{info.path}: backend '{backend.name}' compiles {' or '.join(backend.caps.formats)} models and "
                    f"cannot take a {info.format} model; try another backend.")
 
