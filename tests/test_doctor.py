@@ -28,7 +28,7 @@ def _rows(stdout: str) -> dict[str, dict[str, str]]:
 def test_the_rule_required_for_the_default_build_optional_beyond_it():
     rpi4 = {tool.name: required for tool, required in target_tools(load_target("rpi4"))}
     assert rpi4 == {"aarch64-linux-gnu-g++": True, "the aarch64 TVM runtime": True, "qemu-aarch64": True,
-                    "the qemu counting plugin (libinsn_count.so)": True,
+                    "the qemu counting plugin (libinsn_count.so)": True, "the aarch64 ExecuTorch runtime": True,
                     # rpi4's default is auto, which builds litert and onnxruntime too: their userland is required
                     "the emulated aarch64 userland": True}
     nucleo = {tool.name: required for tool, required in target_tools(load_target("nucleo-l4r5zi"))}
