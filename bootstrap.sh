@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine with Python 3.11 (root or sudo):
-# apt toolchains, .venv with edgeyard and its dev, torch and executorch extras, and the target-architecture TVM runtimes.
+# apt toolchains, .venv with edgeyard and its dev, torch and executorch extras, and the target-architecture TVM and
+# ExecuTorch runtimes.
 # A second run checks and skips; it takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")"

@@ -13,25 +13,22 @@ architecture, compiler and executorch version and kept in the cache.
 """
 
 import copy
-import hashlib
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from .. import bundle, proc
-from ..atomic import staged_dir
+from .. import bundle
 from ..errors import BuildError, MissingTool, reason
 from ..hostenv import cross, executorch_runtime
 from ..hostenv.tools import Tool
 from ..model.info import ModelInfo
-from ..paths import FIRMWARE_DIR, cache_dir
+from ..paths import FIRMWARE_DIR
 from ..target.profile import Target, loadable_targets
 from . import register
 from .base import BackendCaps, CompileRequest, CompileResult
 
 RUNNER = "runner"
 MODEL_FILE = "model.pte"
-_SOURCE = FIRMWARE_DIR / "executorch_runner.cpp"
 
 
 def lower(request: CompileRequest, path: Path) -> None:
@@ -60,29 +57,21 @@ def lower(request: CompileRequest, path: Path) -> None:
         temporary.write_bytes(lowered.buffer)
 
 
-def _compile_argv(runtime: executorch_runtime.Runtime, gxx: Path, output: str) -> list[str | Path]:
-    return [
+def runner(target: Target, progress) -> tuple[Path, executorch_runtime.Runtime]:
+    """firmware/executorch_runner.cpp compiled for the target against ExecuTorch's runtime for its architecture
+    (cached: it does not depend on the model), and that runtime."""
+    gxx = cross.find_tool(target, "g++")
+    runtime = executorch_runtime.runtime(target.arch)
+    program = cross.cached_program("executorch-runner", target.arch, lambda output: [
         gxx, "-std=c++17", "-O2", "-Wno-deprecated-declarations",
         *(f"-D{define}" for define in executorch_runtime.DEFINES), *(f"-I{d}" for d in runtime.include_dirs),
-        _SOURCE, "-o", output, f"-L{runtime.lib_dir}",
+        FIRMWARE_DIR / "executorch_runner.cpp", "-o", output, f"-L{runtime.lib_dir}",
         # The kernels and the XNNPACK delegate register themselves in static initializers; the runner names none
         # of their symbols, so keep them linked.
         "-Wl,--no-as-needed", "-lexecutorch_kernels_optimized", "-lexecutorch_backend_xnnpack", "-Wl,--as-needed",
         "-lexecutorch", "-lexecutorch_threadpool", "-Wl,-rpath,$ORIGIN/lib",
-    ]  # fmt: skip
-
-
-def runner(runtime: executorch_runtime.Runtime, gxx: Path, progress) -> Path:
-    """The runner compiled for `runtime`'s architecture with `gxx`, from the cache when this source, compiler and
-    executorch version were compiled before."""
-    key = hashlib.sha256(repr([_SOURCE.read_bytes(), proc.version(gxx), runtime.version,
-                               [str(a) for a in _compile_argv(runtime, Path(gxx.name), RUNNER)[1:]]]).encode())
-    folder = cache_dir() / "executorch-runner" / runtime.arch / key.hexdigest()[:16]
-    if not (folder / RUNNER).is_file():
-        progress(f"compiling the ExecuTorch runner for {runtime.arch} with {gxx.name} (once per executorch version)")
-        with staged_dir(folder) as stage:
-            cross.run_tool(_compile_argv(runtime, gxx, RUNNER), cwd=stage)
-    return folder / RUNNER
+    ], progress, depends_on=f"{executorch_runtime.DIST} {runtime.version}")  # fmt: skip
+    return program, runtime
 
 
 @dataclass(frozen=True)
@@ -95,11 +84,9 @@ class ExecutorchBackend:
 
     def compile(self, request: CompileRequest) -> CompileResult:
         target, out = request.target, request.bundle_dir
-        # Find the tools before the slow steps, so a missing one fails at once.
-        gxx = cross.find_tool(target, "g++")
-        runtime = executorch_runtime.runtime(target.arch)
+        program, runtime = runner(target, request.progress)  # before the slow lowering: a missing tool fails at once
         lower(request, out / MODEL_FILE)
-        shutil.copy(runner(runtime, gxx, request.progress), out / RUNNER)
+        shutil.copy(program, out / RUNNER)
         (out / "lib").mkdir()
         for library in runtime.libraries:
             shutil.copy(library, out / "lib" / library.name)
