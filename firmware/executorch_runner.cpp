@@ -12,12 +12,15 @@
 // libexecutorch_kernels_optimized.so and libexecutorch_backend_xnnpack.so: the link keeps them (--no-as-needed).
 #include <executorch/extension/module/module.h>
 #include <executorch/extension/tensor/tensor.h>
+#include <executorch/extension/threadpool/threadpool_guard.h>
+#include <executorch/runtime/platform/platform.h>
 #include <executorch/runtime/platform/runtime.h>
 
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -31,6 +34,15 @@ class ThreadPool {
 };
 ThreadPool* get_threadpool();
 }  // namespace executorch::extension::threadpool
+
+// ExecuTorch's log sink, in place of libexecutorch's weak default (the link exports this one): errors only, and
+// without the default's timestamp, whose digits would change the instructions a counted run executes.
+extern "C" void et_pal_emit_log_message(et_timestamp_t, et_pal_log_level_t level, const char* filename, const char*,
+                                        size_t line, const char* message, size_t length) {
+  if (level == kError || level == kFatal) {
+    std::fprintf(stderr, "executorch: %s:%zu: %.*s\n", filename, line, static_cast<int>(length), message);
+  }
+}
 
 namespace {
 
@@ -116,7 +128,15 @@ int Run(int argc, char** argv) {
   if (samples == 0) throw std::runtime_error("SAMPLES must be at least 1");
 
   executorch::runtime::runtime_init();
-  executorch::extension::threadpool::get_threadpool()->_unsafe_reset_threadpool(Threads());
+  // On one thread XNNPACK runs on this one and the pool never starts: it would start one thread per core first,
+  // whose spinning varies the instructions a counted run executes.
+  std::optional<executorch::extension::threadpool::NoThreadPoolGuard> single_thread;
+  const unsigned threads = Threads();
+  if (threads == 1) {
+    single_thread.emplace();
+  } else {
+    executorch::extension::threadpool::get_threadpool()->_unsafe_reset_threadpool(threads);
+  }
   Module module(BundleDir(argv[0]) + "/model.pte", Module::LoadMode::File);
   Check(module.load_method(kMethod), "loading model.pte's method forward");
   auto meta = module.method_meta(kMethod);

@@ -201,7 +201,16 @@ def test_executorch_runs_on_rpi4_without_python_or_torch(torch_models, tmp_path)
     assert not list(bundle_dir.rglob("*.py"))  # no Python runner, and no libtorch among the libraries above
     import torch
 
+    from toolchain import runners
+    from toolchain.target.profile import load_target
+
     sample = np.random.default_rng(1).normal(size=(3, 1, 1, 8, 8)).astype(np.float32)
+    sample.tofile(tmp_path / "input0.bin")
+    # counted on one thread whatever --threads says, and the same run after run
+    counts = [runners.get("qemu-user").count_instructions(runners.RunRequest(
+        load_target("rpi4"), bundle_dir, manifest, tmp_path, tmp_path, 3, 0, 0, threads, 600)).instructions_per_inference
+        for threads in (1, 4)]
+    assert counts[0] == counts[1] > 1000
     outputs = run_protocol(bundle_dir, [sample], tmp_path / "protocol", warmup=1, repeat=2)
     _, residual = _seeded_modules()
     with torch.no_grad():

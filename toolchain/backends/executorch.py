@@ -70,6 +70,7 @@ def runner(target: Target, progress) -> tuple[Path, executorch_runtime.Runtime]:
         # of their symbols, so keep them linked.
         "-Wl,--no-as-needed", "-lexecutorch_kernels_optimized", "-lexecutorch_backend_xnnpack", "-Wl,--as-needed",
         "-lexecutorch", "-lexecutorch_threadpool", "-Wl,-rpath,$ORIGIN/lib",
+        "-Wl,--export-dynamic-symbol=et_pal_emit_log_message",  # the runner's log sink replaces the library's
     ], progress, depends_on=f"{executorch_runtime.DIST} {runtime.version}")  # fmt: skip
     return program, runtime
 
