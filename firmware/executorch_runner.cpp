@@ -16,6 +16,8 @@
 #include <executorch/runtime/platform/platform.h>
 #include <executorch/runtime/platform/runtime.h>
 
+#include "bundle_io.h"
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -50,6 +52,10 @@ using executorch::extension::Module;
 using executorch::runtime::Error;
 using executorch::runtime::EValue;
 using executorch::runtime::TensorInfo;
+using edgeyard::BundleDir;
+using edgeyard::ParseCount;
+using edgeyard::ReadFile;
+using edgeyard::WriteFile;
 
 constexpr const char* kMethod = "forward";
 
@@ -58,45 +64,6 @@ struct TensorSpec {
   executorch::aten::ScalarType dtype;
   size_t bytes;  // of one sample
 };
-
-long ParseCount(const char* text, const char* what) {
-  char* end = nullptr;
-  long value = std::strtol(text, &end, 10);
-  if (*text == '\0' || *end != '\0' || value < 0) {
-    throw std::runtime_error(std::string(what) + " must be a non-negative integer, not '" + text + "'");
-  }
-  return value;
-}
-
-std::vector<char> ReadFile(const std::string& path, size_t expected_bytes) {
-  std::FILE* file = std::fopen(path.c_str(), "rb");
-  if (file == nullptr) throw std::runtime_error("cannot open " + path);
-  std::fseek(file, 0, SEEK_END);
-  const long size = std::ftell(file);
-  std::fseek(file, 0, SEEK_SET);
-  std::vector<char> data(expected_bytes);
-  const bool complete = size >= 0 && static_cast<size_t>(size) == expected_bytes &&
-                        std::fread(data.data(), 1, expected_bytes, file) == expected_bytes;
-  std::fclose(file);
-  if (!complete) {
-    throw std::runtime_error(path + " holds " + std::to_string(size) + " bytes; expected " +
-                             std::to_string(expected_bytes));
-  }
-  return data;
-}
-
-void WriteFile(const std::string& path, const std::vector<char>& data) {
-  std::FILE* file = std::fopen(path.c_str(), "wb");
-  if (file == nullptr) throw std::runtime_error("cannot create " + path);
-  size_t written = std::fwrite(data.data(), 1, data.size(), file);
-  if (std::fclose(file) != 0 || written != data.size()) throw std::runtime_error("cannot write " + path);
-}
-
-std::string BundleDir(const char* argv0) {
-  std::string path(argv0);
-  size_t slash = path.rfind('/');
-  return slash == std::string::npos ? "." : path.substr(0, slash);
-}
 
 void Check(Error error, const std::string& what) {
   if (error != Error::Ok) {

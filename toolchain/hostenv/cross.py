@@ -81,14 +81,14 @@ def cached_program(kind: str, arch: str, compile_argv: Callable[[Path], list], p
                    depends_on: str = "") -> Path:
     """A program that does not depend on the model (a runner of firmware/), compiled once into the user's cache.
 
-    compile_argv(output) is the compiler's argv writing `output`: it names the compiler and the sources, whose bytes,
-    with the compiler's version, the argv itself and `depends_on` (the version of the libraries it is built
-    against), make the cache key; a changed one compiles it again."""
+    compile_argv(output) is the compiler's argv writing `output`: it names the compiler and the sources, whose bytes
+    (and those of the headers beside them), with the compiler's version, the argv itself and `depends_on` (the
+    version of the libraries it is built against), make the cache key; a changed one compiles it again."""
     argv = [str(arg) for arg in compile_argv(Path("OUTPUT"))]
     key = hashlib.sha256(repr([argv, proc.version(argv[0]), depends_on]).encode())
-    for arg in argv:
-        if Path(arg).suffix in (".c", ".cpp") and Path(arg).is_file():
-            key.update(Path(arg).read_bytes())
+    for source in [Path(arg) for arg in argv if Path(arg).suffix in (".c", ".cpp") and Path(arg).is_file()]:
+        for path in [source, *sorted(source.parent.glob("*.h"))]:
+            key.update(path.read_bytes())
     program = cache_dir() / kind / f"{arch}-{key.hexdigest()[:16]}"
     if not program.is_file():
         progress(f"compiling {kind} for {arch} with {Path(argv[0]).name} (once: it is kept in the cache)")
