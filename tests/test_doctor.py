@@ -96,7 +96,7 @@ def test_every_tool_for_rpi4_and_the_nucleo_is_here():
     required = {name: row for name, row in rows.items() if row["required by"] != "-"}
     assert set(required) == {"aarch64-linux-gnu-g++", "the aarch64 TVM runtime", "qemu-aarch64", "arm-none-eabi-gcc",
                              "arm-none-eabi-objcopy", "qemu-system-arm", "the qemu counting plugin (libinsn_count.so)",
-                             "the emulated aarch64 userland"}
+                             "the emulated aarch64 userland", "the aarch64 ExecuTorch runtime"}
     assert all(row["status"] == "found" for row in required.values()), required
     assert rows["the qemu counting plugin (libinsn_count.so)"]["required by"] == "rpi4, nucleo-l4r5zi"
     gxx = rows["aarch64-linux-gnu-g++"]["version, or how to install it"]
