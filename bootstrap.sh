@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Idempotent set-up for a fresh Debian 12 machine with Python 3.11 (root or sudo):
-# apt toolchains, .venv with edgeyard and its dev, torch and executorch extras, and the target-architecture TVM runtimes.
+# apt toolchains, .venv with edgeyard and its dev, torch and executorch extras, and the target-architecture TVM and
+# ExecuTorch runtimes.
 # A second run checks and skips; it takes seconds.
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -50,6 +51,8 @@ fi
 
 # TVM runtime libraries for the boards' architectures (from the aarch64 wheels on PyPI).
 .venv/bin/python -m toolchain.hostenv tvm-runtime aarch64
+# ExecuTorch's C++ runtime for them (libraries and headers from the aarch64 executorch wheel, 18 MB, no torch).
+.venv/bin/python -m toolchain.hostenv executorch-runtime aarch64
 # The emulated Raspberry Pi OS userland (Debian 12 arm64, python3.11, aarch64 wheels) that LiteRT and
 # ONNX Runtime bundles run in under qemu, and the qemu plugin that counts instructions per inference.
 .venv/bin/python -m toolchain.hostenv userland aarch64

@@ -28,7 +28,7 @@ def _rows(stdout: str) -> dict[str, dict[str, str]]:
 def test_the_rule_required_for_the_default_build_optional_beyond_it():
     rpi4 = {tool.name: required for tool, required in target_tools(load_target("rpi4"))}
     assert rpi4 == {"aarch64-linux-gnu-g++": True, "the aarch64 TVM runtime": True, "qemu-aarch64": True,
-                    "the qemu counting plugin (libinsn_count.so)": True,
+                    "the qemu counting plugin (libinsn_count.so)": True, "the aarch64 ExecuTorch runtime": True,
                     # rpi4's default is auto, which builds litert and onnxruntime too: their userland is required
                     "the emulated aarch64 userland": True}
     nucleo = {tool.name: required for tool, required in target_tools(load_target("nucleo-l4r5zi"))}
@@ -96,7 +96,7 @@ def test_every_tool_for_rpi4_and_the_nucleo_is_here():
     required = {name: row for name, row in rows.items() if row["required by"] != "-"}
     assert set(required) == {"aarch64-linux-gnu-g++", "the aarch64 TVM runtime", "qemu-aarch64", "arm-none-eabi-gcc",
                              "arm-none-eabi-objcopy", "qemu-system-arm", "the qemu counting plugin (libinsn_count.so)",
-                             "the emulated aarch64 userland"}
+                             "the emulated aarch64 userland", "the aarch64 ExecuTorch runtime"}
     assert all(row["status"] == "found" for row in required.values()), required
     assert rows["the qemu counting plugin (libinsn_count.so)"]["required by"] == "rpi4, nucleo-l4r5zi"
     gxx = rows["aarch64-linux-gnu-g++"]["version, or how to install it"]

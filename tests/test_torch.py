@@ -1,7 +1,9 @@
 """PyTorch models in: torch.export programs (.pt2) and TorchScript (.pt), read, inspected, built for the host and
-the emulated Raspberry Pi 4 (TVM directly from the exported program, ONNX Runtime through ONNX) and validated
-against PyTorch itself; pickled modules and damaged archives refused with exit 2."""
+the emulated Raspberry Pi 4 (TVM directly from the exported program, ONNX Runtime through ONNX, ExecuTorch's C++
+runner) and validated against PyTorch itself; pickled modules and damaged archives refused with exit 2. Keras
+models reach executorch as torch.export programs (Keras on PyTorch)."""
 
+import json
 import warnings
 import zipfile
 from pathlib import Path
@@ -13,7 +15,9 @@ from toolchain.errors import BadInput
 from toolchain.model import load_model
 from toolchain.pipeline.build import BuildOptions, build
 
-from conftest import invoke
+from conftest import elf_machine, invoke, run_protocol
+
+EM_AARCH64 = 183
 
 
 def _seeded_modules():
@@ -167,19 +171,88 @@ def test_bad_pytorch_files_exit_2(torch_models, tmp_path):
 
 @pytest.mark.parametrize("target", ["host", "rpi4"])
 def test_auto_builds_an_exported_cnn_with_executorch_among_the_candidates(torch_models, tmp_path, target):
-    from toolchain.target.profile import load_target
-
     result = build(BuildOptions(target=target, model=torch_models["cnn.pt2"], backend="auto", out=tmp_path / "b",
                                 samples=4))
     assert result.report["validation"]["passed"]
-    profile = load_target(target)
-    if target == "host":
-        assert "executorch" in profile.backends
-    else:  # said why, where a user asks for it
-        assert "libtorch" in profile.unavailable_backends["executorch"]
-        with pytest.raises(BadInput, match="backend 'executorch' does not serve target 'rpi4'"):
-            build(BuildOptions(target=target, model=torch_models["cnn.pt2"], backend="executorch",
-                               out=tmp_path / "e"))
+    candidates = {c["backend"]: c for c in result.report["selection"]["candidates"]}
+    assert candidates["executorch"]["validated"], candidates["executorch"]
+    if target == "rpi4":  # measured like the others, by instructions under emulation
+        assert result.report["selection"]["by"] == "instructions"
+        assert candidates["executorch"]["instructions_per_inference"] > 0
+
+
+def test_executorch_runs_on_rpi4_without_python_or_torch(torch_models, tmp_path):
+    """The rpi4 bundle is the C++ runner and ExecuTorch's aarch64 libraries: validated against PyTorch under
+    qemu-user, instructions counted, and it speaks the bundle protocol as it is."""
+    result = build(BuildOptions(target="rpi4", model=torch_models["residual.pt2"], backend="executorch",
+                                out=tmp_path / "b", samples=8))
+    report = result.report
+    assert report["validation"]["passed"] and report["validation"]["reference"] == "torch"
+    assert report["validation"]["max_abs_error"] < 1e-4
+    assert report["bench"]["runner"] == "qemu-user" and report["bench"]["instructions_per_inference"] > 0
+    bundle_dir = result.out_dir / "bundle"
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    assert manifest["entry"]["kind"] == "native" and manifest["entry"]["argv"] == ["./runner"]
+    libraries = sorted(p.name for p in (bundle_dir / "lib").iterdir())
+    assert libraries == sorted(["libexecutorch.so", "libexecutorch_threadpool.so", "libexecutorch_backend_xnnpack.so",
+                                "libexecutorch_kernels_optimized.so"])
+    for binary in ["runner", *(f"lib/{name}" for name in libraries)]:
+        assert elf_machine(bundle_dir / binary) == EM_AARCH64, binary
+    assert not list(bundle_dir.rglob("*.py"))  # no Python runner, and no libtorch among the libraries above
+    import torch
+
+    from toolchain import runners
+    from toolchain.target.profile import load_target
+
+    sample = np.random.default_rng(1).normal(size=(3, 1, 1, 8, 8)).astype(np.float32)
+    sample.tofile(tmp_path / "input0.bin")
+    # counted on one thread whatever --threads says, and the same run after run
+    counts = [runners.get("qemu-user").count_instructions(runners.RunRequest(
+        load_target("rpi4"), bundle_dir, manifest, tmp_path, tmp_path, 3, 0, 0, threads, 600)).instructions_per_inference
+        for threads in (1, 4)]
+    assert counts[0] == counts[1] > 1000
+    outputs = run_protocol(bundle_dir, [sample], tmp_path / "protocol", warmup=1, repeat=2)
+    _, residual = _seeded_modules()
+    with torch.no_grad():
+        expected = np.stack([residual(torch.from_numpy(s)).numpy() for s in sample])
+    np.testing.assert_allclose(outputs[0], expected, atol=1e-4)
+
+
+def test_keras_becomes_a_torch_export_program_that_matches_keras(tiny_keras, tmp_path):
+    import keras
+
+    from toolchain.convert import to_torch_export
+    from toolchain.model.reference import reference_outputs
+
+    info = load_model(tiny_keras)
+    program = to_torch_export(info, tmp_path)
+    assert program.format == "torch-export" and program.path == tmp_path / "tiny_cnn.pt2"
+    assert [t.shape for t in program.inputs] == [t.shape for t in info.inputs] == [(1, 8, 8, 1)]
+    sample = [np.random.default_rng(2).random((4, 1, 8, 8, 1), dtype=np.float32)]
+    model = keras.saving.load_model(tiny_keras, compile=False)
+    expected = np.stack([np.asarray(model(s, training=False)) for s in sample[0]])
+    np.testing.assert_allclose(reference_outputs(program, sample)[0], expected, atol=1e-5)
+    assert list(tmp_path.iterdir()) == [program.path]  # nothing half-written beside it
+
+
+@pytest.mark.slow
+def test_executorch_builds_a_keras_model_for_rpi4(tiny_keras, tmp_path):
+    result = build(BuildOptions(target="rpi4", model=tiny_keras, backend="executorch", out=tmp_path / "b",
+                                samples=8))
+    assert result.report["model"]["compiled_format"] == "torch-export"
+    assert result.report["validation"]["passed"] and result.report["validation"]["reference"] == "tensorflow"
+    assert result.report["bench"]["instructions_per_inference"] > 0
+
+
+def test_auto_leaves_the_slow_keras_conversion_to_backend_executorch(tiny_keras, tmp_path):
+    from toolchain.pipeline.build import _candidate
+
+    skipped = _candidate(BuildOptions(target="rpi4", model=tiny_keras, backend="auto"), "executorch", "keras",
+                         tmp_path, lambda _: None)
+    assert skipped.built is None and skipped.exit_code == 2
+    assert skipped.error == ("--backend auto does not convert a keras model for executorch (it compiles torch-export "
+                             "models and the conversion is slow); build it with --backend executorch.")
+    assert not list(tmp_path.iterdir())
 
 
 def test_executorch_refuses_torchscript(torch_models, tmp_path):

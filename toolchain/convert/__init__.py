@@ -1,5 +1,6 @@
 """Format conversion: Keras/SavedModel -> float32 TFLite, Keras/SavedModel/TFLite -> ONNX (tf2onnx), PyTorch -> ONNX
-(torch.onnx.export: the dynamo exporter for a torch.export program, the TorchScript exporter for TorchScript).
+(torch.onnx.export: the dynamo exporter for a torch.export program, the TorchScript exporter for TorchScript),
+Keras -> torch.export program (Keras 3 on PyTorch, keras_torch.py).
 
 Converters write only into `out_dir`, atomically (a temporary name, then a rename), and give the same
 bytes for the same model. Each returns load_model() of the file it wrote.
@@ -52,6 +53,20 @@ def to_onnx(info: ModelInfo, out_dir: Path) -> ModelInfo:
         raise
     except Exception as err:  # tf2onnx surfaces TensorFlow's and its own many error types
         raise BuildError(f"converting {info.path} to ONNX failed: {reason(err)}.") from None
+    return _reload(target, info)
+
+
+def to_torch_export(info: ModelInfo, out_dir: Path) -> ModelInfo:
+    """A torch.export program (.pt2) of a Keras model at its pinned input shapes; a .pt2 passes through."""
+    if info.format == "torch-export":
+        return info
+    if info.format != "keras":
+        raise BadInput(f"cannot convert {info.format} model {info.path} to a torch.export program (only Keras models "
+                       "convert); use another backend.")
+    from .keras_torch import keras_to_torch_export
+
+    target = Path(out_dir) / f"{info.stem}.pt2"
+    keras_to_torch_export(info, target)
     return _reload(target, info)
 
 

@@ -1,8 +1,9 @@
 """Machine set-up steps that bootstrap.sh runs; each is idempotent and says what is already present.
 
-    python -m toolchain.hostenv tvm-runtime aarch64   TVM runtime libraries for a board's architecture
-    python -m toolchain.hostenv userland aarch64      the emulated board userland (python3.11 + wheels)
-    python -m toolchain.hostenv qemu-plugin           the qemu plugin that counts instructions
+    python -m toolchain.hostenv tvm-runtime aarch64          TVM runtime libraries for a board's architecture
+    python -m toolchain.hostenv executorch-runtime aarch64   ExecuTorch's C++ runtime (libraries, headers) for one
+    python -m toolchain.hostenv userland aarch64             the emulated board userland (python3.11 + wheels)
+    python -m toolchain.hostenv qemu-plugin                  the qemu plugin that counts instructions
 """
 
 import argparse
@@ -13,12 +14,14 @@ from ..errors import EdgeyardError
 
 
 def main(argv: list[str] | None = None) -> int:
-    from . import qemu_plugin, tvm_runtimes, userland
+    from . import executorch_runtime, qemu_plugin, tvm_runtimes, userland, wheels
 
     parser = argparse.ArgumentParser(prog="python -m toolchain.hostenv", description=__doc__.splitlines()[0])
     steps = parser.add_subparsers(dest="step", required=True)
     steps.add_parser("tvm-runtime", help="fetch the TVM runtime libraries for an architecture").add_argument(
         "arch", choices=sorted({*tvm_runtimes.WHEEL_PLATFORMS, platform.machine()}))
+    steps.add_parser("executorch-runtime", help="fetch ExecuTorch's C++ runtime for an architecture").add_argument(
+        "arch", choices=sorted({*wheels.PLATFORMS, platform.machine()}))
     steps.add_parser("userland", help="build the emulated board userland for an architecture").add_argument(
         "arch", choices=sorted(userland.ARCHES))
     steps.add_parser("qemu-plugin", help="build the instruction-counting plugin for the installed qemu")
@@ -29,6 +32,7 @@ def main(argv: list[str] | None = None) -> int:
 
     steps_by_name = {
         "tvm-runtime": lambda: tvm_runtimes.fetch(args.arch, progress=say),
+        "executorch-runtime": lambda: executorch_runtime.fetch(args.arch, progress=say),
         "userland": lambda: userland.build(args.arch, progress=say),
         "qemu-plugin": lambda: qemu_plugin.build(progress=say),
     }

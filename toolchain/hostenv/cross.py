@@ -1,12 +1,15 @@
 """Find, version and drive the compilers a target needs (argv lists, never a shell string)."""
 
+import hashlib
 import shutil
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
 from .. import proc
+from ..atomic import atomic_file
 from ..errors import MissingTool
-from ..paths import FIRMWARE_DIR
+from ..paths import FIRMWARE_DIR, cache_dir
 from ..target.profile import Target
 from .tools import Tool
 
@@ -72,3 +75,23 @@ def _version_of(name: str) -> str:
 def run_tool(argv: list[str | Path], cwd: Path) -> proc.CompletedProcess:
     """Run a compiler or binutil in `cwd` (proc.run); on failure BuildError quoting the end of its stderr."""
     return proc.run(argv, cwd=cwd, install_hint="run ./bootstrap.sh.", tail_lines=_STDERR_TAIL_LINES)
+
+
+def cached_program(kind: str, arch: str, compile_argv: Callable[[Path], list], progress: Callable[[str], None],
+                   depends_on: str = "") -> Path:
+    """A program that does not depend on the model (a runner of firmware/), compiled once into the user's cache.
+
+    compile_argv(output) is the compiler's argv writing `output`: it names the compiler and the sources, whose bytes
+    (and those of the headers beside them), with the compiler's version, the argv itself and `depends_on` (the
+    version of the libraries it is built against), make the cache key; a changed one compiles it again."""
+    argv = [str(arg) for arg in compile_argv(Path("OUTPUT"))]
+    key = hashlib.sha256(repr([argv, proc.version(argv[0]), depends_on]).encode())
+    for source in [Path(arg) for arg in argv if Path(arg).suffix in (".c", ".cpp") and Path(arg).is_file()]:
+        for path in [source, *sorted(source.parent.glob("*.h"))]:
+            key.update(path.read_bytes())
+    program = cache_dir() / kind / f"{arch}-{key.hexdigest()[:16]}"
+    if not program.is_file():
+        progress(f"compiling {kind} for {arch} with {Path(argv[0]).name} (once: it is kept in the cache)")
+        with atomic_file(program) as partial:
+            run_tool(compile_argv(partial), cwd=partial.parent)
+    return program

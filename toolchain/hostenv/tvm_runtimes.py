@@ -11,16 +11,13 @@ import importlib.metadata
 import importlib.util
 import json
 import platform
-import sys
 import tempfile
-import zipfile
 from pathlib import Path
 from typing import Callable
 
-from .. import proc
-from ..atomic import atomic_file
 from ..errors import BadInput, MissingTool
 from ..paths import cache_dir
+from . import wheels
 from .tools import Tool
 
 # Distribution -> the runtime library inside its wheel (same path in the installed package).
@@ -28,10 +25,8 @@ RUNTIME_LIBS = {
     "apache-tvm": "tvm/lib/libtvm_runtime.so",
     "apache-tvm-ffi": "tvm_ffi/lib/libtvm_ffi.so",
 }
-# Architectures whose wheels can be fetched: the pip platform tag of their manylinux wheels.
-WHEEL_PLATFORMS = {"aarch64": "manylinux_2_28_aarch64"}
-# The wheels are picked for this interpreter tag; only their native libraries are used.
-_WHEEL_PYTHON = "3.11"
+# Architectures whose wheels can be fetched.
+WHEEL_PLATFORMS = wheels.PLATFORMS
 _VERSIONS_FILE = "versions.json"
 
 
@@ -112,37 +107,14 @@ def fetch(arch: str, progress: Callable[[str], None]) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgeyard-wheels-") as download_dir:
         for dist, version in versions.items():
             progress(f"downloading the {WHEEL_PLATFORMS[arch]} wheel of {dist}=={version}")
-            _pip_download(f"{dist}=={version}", WHEEL_PLATFORMS[arch], Path(download_dir))
+            wheels.download(f"{dist}=={version}", WHEEL_PLATFORMS[arch], Path(download_dir))
         for dist, member in RUNTIME_LIBS.items():
-            wheel = _find_wheel(Path(download_dir), dist)
+            wheel = wheels.find(Path(download_dir), dist)
             library = arch_dir / Path(member).name
             progress(f"extracting {member} from {wheel.name} to {library}")
-            _extract_member(wheel, member, library)
+            wheels.extract(wheel, member, library)
     (arch_dir / _VERSIONS_FILE).write_text(json.dumps(versions, indent=2) + "\n")
     return arch_dir
-
-
-def _pip_download(requirement: str, platform_tag: str, dest: Path) -> None:
-    argv = [
-        sys.executable, "-m", "pip", "download", "--quiet", "--only-binary=:all:", "--no-deps",
-        "--platform", platform_tag, "--python-version", _WHEEL_PYTHON, "--implementation", "cp",
-        "--dest", str(dest), requirement,
-    ]  # fmt: skip
-    proc.run(argv, what=f"pip download of the {platform_tag} wheel of {requirement}", tail_lines=5)
-
-
-def _find_wheel(download_dir: Path, dist: str) -> Path:
-    # Wheel file names use the normalized distribution name: apache_tvm-..., apache_tvm_ffi-...
-    prefix = dist.replace("-", "_") + "-"
-    return next(p for p in download_dir.glob("*.whl") if p.name.startswith(prefix))
-
-
-def _extract_member(wheel: Path, member: str, dest: Path) -> None:
-    with atomic_file(dest) as partial:  # a reader never sees half a library
-        with zipfile.ZipFile(wheel) as archive, archive.open(member) as source, open(partial, "wb") as out:
-            while chunk := source.read(1 << 20):
-                out.write(chunk)
-        partial.chmod(0o755)
 
 
 def tvm_ffi_include_dirs() -> list[Path]:

@@ -20,6 +20,7 @@ from ..backends.base import Backend, CompileRequest, CompileResult
 from ..bundle import BUNDLE, entry_of, is_build_folder
 from ..console import Progress, quiet
 from ..errors import (
+    EXIT_BAD_INPUT,
     EXIT_BUILD_FAILED,
     BadInput,
     BuildError,
@@ -27,7 +28,7 @@ from ..errors import (
     MissingTool,
     short_reason,
 )
-from ..model import TORCH_FORMATS, model_sha256
+from ..model import TORCH_FORMATS, model_format, model_sha256
 from ..model.data import load_npz
 from ..model.info import ModelInfo
 from ..options import MAX_SAMPLES, MAX_THREADS, BuildOptions, parse_count
@@ -182,7 +183,8 @@ def _tvm_options(target: Target, backend_name: str, tuning_db: Path | None) -> d
 
 
 def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progress) -> ModelInfo:
-    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF or PyTorch -> ONNX)."""
+    """The model in a format the backend compiles: as given, or converted (Keras -> TFLite, TF or PyTorch -> ONNX,
+    Keras -> torch.export program)."""
     if info.format in backend.caps.formats:
         return info
     from .. import convert
@@ -194,6 +196,9 @@ def _in_backend_format(info: ModelInfo, backend, workdir: Path, progress: Progre
         if fmt == "onnx" and info.format in ("keras", "savedmodel", "tflite", *TORCH_FORMATS):
             progress(f"converting {info.format} to ONNX")
             return convert.to_onnx(info, workdir)
+        if fmt == "torch-export" and info.format == "keras":
+            progress("converting keras to a torch.export program (Keras on PyTorch)")
+            return convert.to_torch_export(info, workdir)
     raise BadInput(f"{info.path}: backend '{backend.name}' compiles {' or '.join(backend.caps.formats)} models and "
                    f"cannot take a {info.format} model; try another backend.")
 
@@ -467,10 +472,22 @@ class _Candidate:
                 "instructions_per_inference": self.instructions, "latency_ms": self.latency_ms}
 
 
-def _candidate(opts: BuildOptions, name: str, stage: Path, progress: Progress) -> _Candidate:
+# Conversions --backend auto does not make for a candidate: a Keras model reaches the torch.export backends
+# (executorch) through Keras on PyTorch in a child process and a lowering, about 40 s on 2 cores, which would more
+# than double a default build; --backend executorch builds it.
+_NOT_IN_AUTO = frozenset({("keras", "torch-export")})
+
+
+def _candidate(opts: BuildOptions, name: str, model_format: str, stage: Path, progress: Progress) -> _Candidate:
     """build() with one backend: into its own default folder, where a later --backend NAME build (or the next
     auto build) finds it cached; with --out, inside auto's staging folder. Any failure but a missing tool,
     edgeyard's own bugs included, is the candidate's recorded error: auto goes on with the others."""
+    formats = backends.get(name).caps.formats
+    if model_format not in formats and all((model_format, fmt) in _NOT_IN_AUTO for fmt in formats):
+        progress(f"auto: not trying {name}: a {model_format} model needs a slow conversion for it")
+        return _Candidate(name, exit_code=EXIT_BAD_INPUT, error=(
+            f"--backend auto does not convert a {model_format} model for {name} (it compiles "
+            f"{' or '.join(formats)} models and the conversion is slow); build it with --backend {name}."))
     progress(f"auto: building candidate {name}")
     out = stage / f"candidate-{name}" if opts.out is not None else None
     try:
@@ -528,7 +545,8 @@ def _build_fastest(opts: BuildOptions, out_dir: Path, key: str, model_path: Path
     target = target_of(opts)
     started = time.time()
     with staged_dir(out_dir) as stage:
-        candidates = [_candidate(opts, name, stage, progress) for name in target.backends]
+        fmt = model_format(model_path)
+        candidates = [_candidate(opts, name, fmt, stage, progress) for name in target.backends]
         by = _measure(candidates, target, opts.threads, progress)
         winner = _winner(candidates, by)
         if winner is None:

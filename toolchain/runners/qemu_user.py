@@ -1,6 +1,6 @@
 """The qemu-user runner: a Linux board's programs run on this machine under qemu-user.
 
-Native bundles (TVM's runner, or the one executable of a board without a TVM runtime) run against
+Native bundles (TVM's runner, ExecuTorch's, or the one executable of a board without a TVM runtime) run against
 the cross toolchain's sysroot, the emulator command's -L folder. Python bundles (LiteRT, ONNX Runtime) run on the board's python3 in the emulated
 Debian 12 userland (toolchain/hostenv/userland.py), which takes -L's place and shows the board's
 /proc/cpuinfo, so the wheels pick the kernels they would pick on the board.

@@ -35,7 +35,7 @@ from ... import bundle, proc
 from ...atomic import atomic_file
 from ...codegen import render
 from ...errors import BadInput, BuildError, MissingTool, output_tail, reason
-from ...hostenv import cross, tvm_runtimes
+from ...hostenv import cross, tvm_runtimes, wheels
 from ...hostenv.tools import Tool
 from ...paths import cache_dir
 from ..base import CompileRequest, CompileResult, Progress, ReportSection
@@ -176,8 +176,8 @@ def _cuda_runtime_library(arch: str, progress: Progress) -> Path:
     with tempfile.TemporaryDirectory(prefix="edgeyard-wheels-") as download_dir:
         progress(f"downloading the {tvm_runtimes.WHEEL_PLATFORMS[arch]} wheel of apache-tvm=={version} "
                  f"for {CUDA_RUNTIME_LIBRARY}")
-        tvm_runtimes._pip_download(f"apache-tvm=={version}", tvm_runtimes.WHEEL_PLATFORMS[arch], Path(download_dir))
-        tvm_runtimes._extract_member(tvm_runtimes._find_wheel(Path(download_dir), "apache-tvm"), _CUDA_RUNTIME_MEMBER, library)
+        wheels.download(f"apache-tvm=={version}", tvm_runtimes.WHEEL_PLATFORMS[arch], Path(download_dir))
+        wheels.extract(wheels.find(Path(download_dir), "apache-tvm"), _CUDA_RUNTIME_MEMBER, library)
     return library
 
 

@@ -5,7 +5,7 @@ The bundle (toolchain/bundle.py protocol):
     runner      C++ program from templates/tvm_runner.cpp.j2, linked with rpath $ORIGIN/lib
     model.so    the compiled model (Relax VM executable and its kernels)
     lib/        libtvm_runtime.so and libtvm_ffi.so for the target's architecture
-    runner.cpp  the runner's source, for reference
+    runner.cpp  the runner's source, for reference (with firmware/bundle_io.h, which it includes)
     run.sh, manifest.json
 The CUDA route (cuda.py) reuses the runner. tvm is imported inside functions.
 """
@@ -19,12 +19,14 @@ from ...codegen import c_identifier, render
 from ...errors import BadInput, BuildError, reason
 from ...hostenv import cross, host_cpu, openssl, tvm_runtimes
 from ...model.info import TensorInfo
+from ...paths import FIRMWARE_DIR
 from ..base import CompileRequest, CompileResult
 from .frontend import DL_TYPES, imported_module
 from .tuning import tuned_module
 
 MODEL_LIBRARY = "model.so"
 RUNNER = "runner"
+BUNDLE_IO_HEADER = "bundle_io.h"  # in firmware/: the bundle protocol's files, shared with the ExecuTorch runner
 
 
 def _runner_tensors(tensors: list[TensorInfo]) -> list[dict]:
@@ -59,6 +61,7 @@ def compile_runner(request: CompileRequest, gxx: Path, runtime_dir: Path, device
         device=device,
         encryption=encryption.runner_context() if libcrypto else None,
     )
+    shutil.copy(FIRMWARE_DIR / BUNDLE_IO_HEADER, bundle_dir / BUNDLE_IO_HEADER)
     lib_dir = bundle_dir / "lib"
     lib_dir.mkdir(exist_ok=True)
     for library in ("libtvm_runtime.so", "libtvm_ffi.so"):

@@ -478,17 +478,8 @@ def kernel_runner(target: Target, progress: Progress) -> Path:
     the user's cache by the source, runtime and compiler."""
     gxx = cross.find_tool(target, "g++")
     runtime_dir = tvm_runtimes.tvm_runtime_dir(target.arch)
-    source = FIRMWARE_DIR / KERNEL_RUNNER
-    key = hashlib.sha256(source.read_bytes() + str(runtime_dir).encode() + str(gxx).encode()).hexdigest()[:16]
-    program = cache_dir() / "tvm-kernel-runner" / f"{target.arch}-{key}"
-    if program.is_file():
-        return program
-    progress(f"compiling {KERNEL_RUNNER} for {target.arch} with {gxx.name}")
-    program.parent.mkdir(parents=True, exist_ok=True)
-    partial = program.with_name(program.name + f".partial-{os.getpid()}")
     includes = [f"-I{d}" for d in tvm_runtimes.tvm_ffi_include_dirs()]
-    cross.run_tool([gxx, "-std=c++17", "-O2", *includes, source, "-o", partial, f"-L{runtime_dir}",
-                    "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", f"-Wl,-rpath,{runtime_dir}"],
-                   cwd=program.parent)
-    partial.replace(program)
-    return program
+    return cross.cached_program("tvm-kernel-runner", target.arch, lambda output: [
+        gxx, "-std=c++17", "-O2", *includes, FIRMWARE_DIR / KERNEL_RUNNER, "-o", output, f"-L{runtime_dir}",
+        "-Wl,--no-as-needed", "-ltvm_runtime", "-ltvm_ffi", f"-Wl,-rpath,{runtime_dir}",
+    ], progress, depends_on=repr(tvm_runtimes.installed_versions()))  # fmt: skip
