@@ -214,12 +214,12 @@ class Int8OperatorConverter(OperatorConverter):
         if pool_options.Padding() == Padding.SAME:
             (top, bottom), (left, right) = (same_padding(n, k, s) for n, k, s in zip((height, width), window, strides))
 
-        # Window sums of the raw int8 values (input and output share scale and zero point):
-        # a depthwise convolution with a kernel of ones.
-        data = relax.op.astype(self.get_tensor_expr(input_tensor), "int32")
-        ones = relax.const(np.ones((*window, channels, 1), "int32"))
-        sums = relax.op.nn.conv2d(data, ones, strides=strides, padding=(top, left, bottom, right), groups=channels,
-                                  data_layout="NHWC", kernel_layout="HWOI", out_dtype="int32")  # fmt: skip
+        # Window sums of the raw int8 values (input and output share scale and zero point): a depthwise
+        # convolution of the int8 input with a kernel of ones; the padding's zeros add nothing.
+        ones = relax.const(np.ones((*window, channels, 1), "int8"))
+        sums = relax.op.nn.conv2d(self.get_tensor_expr(input_tensor), ones, strides=strides,
+                                  padding=(top, left, bottom, right), groups=channels, data_layout="NHWC",
+                                  kernel_layout="HWOI", out_dtype="int32")  # fmt: skip
         # Padding does not count: each output divides by the number of real inputs in its window.
         rows = np.arange(-top, height + bottom - window[0] + 1, strides[0])
         cols = np.arange(-left, width + right - window[1] + 1, strides[1])
