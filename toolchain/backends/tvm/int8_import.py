@@ -86,7 +86,7 @@ class Int8OperatorConverter(OperatorConverter):
         self.convert_map["ADD"] = self.convert_add  # the frontend maps ADD to a partial, not a method
 
     def _minus_zero_point(self, tensor):
-        """An int8 tensor as int32 with its zero point taken off: the integer kernels' operand."""
+        """An int8 tensor as int32 with its zero point taken off: the operand of ADD's integer arithmetic."""
         data = relax.op.astype(self.get_tensor_expr(tensor), "int32")
         return relax.op.subtract(data, relax.const(zero_point(tensor), "int32"))
 
