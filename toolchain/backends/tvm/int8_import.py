@@ -10,6 +10,10 @@ operators LiteRT's arithmetic, that of the kernels the default interpreter runs 
     CONV_2D, DEPTHWISE_CONV_2D, FULLY_CONNECTED
                      XNNPACK: exact int32 accumulation, then float32(acc) * float32 scale rounded
                      half to even (the frontend summed float products: rare 1 LSB differences)
+                     The accumulation runs on the int8 operands (int8 x int8 -> int32), so the kernels
+                     can use widening multiplies: TFLite's int8 weights are symmetric (zero point 0),
+                     sum((x - zx) * w) = sum(x * w) - zx * sum(w), and zx * sum(w) folds into the bias;
+                     SAME padding is an explicit pad with zx (its terms then cancel in the fold).
     ADD              XNNPACK: fixed-point multipliers with 2**shift scaling, rounded half up
 
 FULLY_CONNECTED of any type also gets the output shape the model lists (the frontend ignores
@@ -82,9 +86,19 @@ class Int8OperatorConverter(OperatorConverter):
         self.convert_map["ADD"] = self.convert_add  # the frontend maps ADD to a partial, not a method
 
     def _minus_zero_point(self, tensor):
-        """An int8 tensor as int32 with its zero point taken off: the integer kernels' operand."""
+        """An int8 tensor as int32 with its zero point taken off: the operand of ADD's integer arithmetic."""
         data = relax.op.astype(self.get_tensor_expr(tensor), "int32")
         return relax.op.subtract(data, relax.const(zero_point(tensor), "int32"))
+
+    def _add_folded_bias(self, accumulator, bias_tensor, input_zero_point: int, weight_sums: np.ndarray):
+        """sum(x * w) + bias - zx * sum(w) per output channel: the accumulator of sum((x - zx) * w) + bias.
+        int32 wraps like the int32 accumulator it replaces, so the two agree bit for bit."""
+        folded = -input_zero_point * weight_sums
+        if bias_tensor is not None:
+            folded = folded + self.get_tensor_value(bias_tensor).astype(np.int64)
+        if not folded.any():
+            return accumulator
+        return relax.op.add(accumulator, relax.const(folded.astype(np.int32), "int32"))
 
     def _requantize(self, accumulator, scale: np.ndarray, output_tensor, output_range):
         """XNNPACK's fp32 requantization: round(float(acc) * scale) half to even, plus the zero point, clamped."""
@@ -113,9 +127,10 @@ class Int8OperatorConverter(OperatorConverter):
             return super().convert_conv(op, conv_type)
 
         _, height, width, input_channels = (int(d) for d in self.get_tensor_shape(input_tensor))
-        weights = self.get_tensor_value(weight_tensor).astype("int32")
+        weights = self.get_tensor_value(weight_tensor)
         if conv_type == "depthwise":  # [1, KH, KW, C * M]: one group per input channel
             _, kernel_h, kernel_w, output_channels = weights.shape
+            weight_sums = weights.sum(axis=(0, 1, 2), dtype=np.int64)
             if input_channels == 1:
                 weights, layout = weights.reshape(kernel_h, kernel_w, 1, output_channels), "HWIO"
             else:
@@ -123,23 +138,23 @@ class Int8OperatorConverter(OperatorConverter):
             groups = input_channels
         else:  # [OC, KH, KW, IC]
             _, kernel_h, kernel_w, group_channels = weights.shape
+            weight_sums = weights.sum(axis=(1, 2, 3), dtype=np.int64)
             weights, layout = weights.transpose(1, 2, 3, 0), "HWIO"
             groups = input_channels // group_channels
         strides = (conv_options.StrideH(), conv_options.StrideW())
         dilation = (conv_options.DilationHFactor(), conv_options.DilationWFactor())
-        padding = (0, 0, 0, 0)
+        data = self.get_tensor_expr(input_tensor)
         if conv_options.Padding() == Padding.SAME:
             top, bottom = same_padding(height, kernel_h, strides[0], dilation[0])
             left, right = same_padding(width, kernel_w, strides[1], dilation[1])
-            padding = (top, left, bottom, right)
+            if top or bottom or left or right:  # TFLite pads with the zero point: x - zx = 0 there
+                data = relax.op.nn.pad(data, [0, 0, top, bottom, left, right, 0, 0], pad_value=zero_point(input_tensor))
 
-        # Padding with 0 after the zero point is taken off is TFLite's padding with the zero point.
         accumulator = relax.op.nn.conv2d(
-            self._minus_zero_point(input_tensor), relax.const(weights, "int32"), strides=strides, padding=padding,
-            dilation=dilation, groups=groups, data_layout="NHWC", kernel_layout=layout, out_dtype="int32",
+            data, relax.const(weights, "int8"), strides=strides, dilation=dilation, groups=groups,
+            data_layout="NHWC", kernel_layout=layout, out_dtype="int32",
         )  # fmt: skip
-        if bias_tensor is not None:
-            accumulator = relax.op.add(accumulator, relax.const(self.get_tensor_value(bias_tensor), "int32"))
+        accumulator = self._add_folded_bias(accumulator, bias_tensor, zero_point(input_tensor), weight_sums)
         scale = requantization_scale(input_tensor, weight_tensor, output_tensor)
         return self._requantize(accumulator, scale, output_tensor, activation_range(output_tensor, activation))
 
@@ -153,12 +168,12 @@ class Int8OperatorConverter(OperatorConverter):
             # The frontend ignores keep_num_dims=False: a [1,1,1,64] input gave [1,1,1,10], not [1,10].
             return relax.op.reshape(super().convert_fully_connected(op), output_shape)
 
-        weights = self.get_tensor_value(weight_tensor).astype("int32")  # [OC, IC]
+        weights = self.get_tensor_value(weight_tensor)  # [OC, IC]
         input_size = int(np.prod([int(d) for d in self.get_tensor_shape(input_tensor)]))
-        rows = relax.op.reshape(self._minus_zero_point(input_tensor), (input_size // weights.shape[1], weights.shape[1]))
-        accumulator = relax.op.matmul(rows, relax.const(weights.T.copy(), "int32"), out_dtype="int32")
-        if bias_tensor is not None:
-            accumulator = relax.op.add(accumulator, relax.const(self.get_tensor_value(bias_tensor), "int32"))
+        rows = relax.op.reshape(self.get_tensor_expr(input_tensor), (input_size // weights.shape[1], weights.shape[1]))
+        accumulator = relax.op.matmul(rows, relax.const(weights.T.copy(), "int8"), out_dtype="int32")
+        accumulator = self._add_folded_bias(accumulator, bias_tensor, zero_point(input_tensor),
+                                            weights.sum(axis=1, dtype=np.int64))
         scale = requantization_scale(input_tensor, weight_tensor, output_tensor)
         output = self._requantize(accumulator, scale, output_tensor, activation_range(output_tensor, activation))
         return relax.op.reshape(output, output_shape)
@@ -199,12 +214,12 @@ class Int8OperatorConverter(OperatorConverter):
         if pool_options.Padding() == Padding.SAME:
             (top, bottom), (left, right) = (same_padding(n, k, s) for n, k, s in zip((height, width), window, strides))
 
-        # Window sums of the raw int8 values (input and output share scale and zero point):
-        # a depthwise convolution with a kernel of ones.
-        data = relax.op.astype(self.get_tensor_expr(input_tensor), "int32")
-        ones = relax.const(np.ones((*window, channels, 1), "int32"))
-        sums = relax.op.nn.conv2d(data, ones, strides=strides, padding=(top, left, bottom, right), groups=channels,
-                                  data_layout="NHWC", kernel_layout="HWOI", out_dtype="int32")  # fmt: skip
+        # Window sums of the raw int8 values (input and output share scale and zero point): a depthwise
+        # convolution of the int8 input with a kernel of ones; the padding's zeros add nothing.
+        ones = relax.const(np.ones((*window, channels, 1), "int8"))
+        sums = relax.op.nn.conv2d(self.get_tensor_expr(input_tensor), ones, strides=strides,
+                                  padding=(top, left, bottom, right), groups=channels, data_layout="NHWC",
+                                  kernel_layout="HWOI", out_dtype="int32")  # fmt: skip
         # Padding does not count: each output divides by the number of real inputs in its window.
         rows = np.arange(-top, height + bottom - window[0] + 1, strides[0])
         cols = np.arange(-left, width + right - window[1] + 1, strides[1])

@@ -5,8 +5,8 @@ microcontroller firmware (firmware.py) and Linux boards whose target says tvm_ru
 Relax's "zero" pipeline fuses the model into TIR kernels, built either as an LLVM object for the
 core (the target file's llvm tvm_target, the default: 1.6-2.6x fewer instructions on the MLPerf
 Tiny models) or as C (tvm_target {kind = "c"}, compiled by the target's gcc). Int8 layers keep
-int8 weights and activations, and each kernel's steps are fused loop by loop so it needs almost no
-scratch memory. Lowering main with StaticPlanBlockMemory gives the activation buffers and the
+int8 weights and activations (the int8 import computes on them: int8_import.py), and each
+kernel's steps are fused loop by loop so it needs almost no scratch memory. Lowering main with StaticPlanBlockMemory gives the activation buffers and the
 kernel calls in order; templates/static_model.c.j2 turns them into a driver where every buffer,
 tensor and argument list is static: no malloc, no TVM runtime. The kernels' scratch memory comes
 from a static arena sized from the lowered kernels.
@@ -100,7 +100,7 @@ def generate_sources(request: CompileRequest, harness_template: str) -> StaticMo
         raise BadInput(f"{target.path}: tvm_target kind '{route}' cannot make kernels for a static driver; "
                        f"use {' or '.join(repr(r) for r in ROUTES)}.")
     name = model_identifier(model.stem)
-    ir_module = int8_operands(imported_module(model, request.progress))
+    ir_module = imported_module(model, request.progress)
 
     request.progress(f"planning static memory and building {ROUTES[route]} for {target.name}")
     kernels, main, kernel_symbols = _lower(ir_module, name, model)
@@ -130,68 +130,6 @@ def compile_model_objects(static_model: StaticModel, work: Path, gcc: Path, cpu_
 
 
 # ---------- Relax -> kernels and the static plan ----------
-
-
-def int8_operands(ir_module):
-    """Convolutions and dense layers on the int8 data and weights themselves.
-
-    The int8 import (int8_import.py) computes them, and the window sums of average pools,
-    on (x - zero point) in int32 with int32 weights: four times the flash of the int8 weights,
-    and an int32 copy of each activation in RAM. The same sums come from the int8 operands:
-    sum((x - z) w) = sum(x w) - z sum(w), with padding made explicit and filled with the zero
-    point (the value that stands for 0).
-    """
-    import numpy as np
-    from tvm import relax
-    from tvm.relax.dpl import is_const, is_op, rewrite_call, wildcard
-
-    data = wildcard()
-    zero_point = is_const()
-    widened = is_op("relax.astype")(data)
-    operand = is_op("relax.subtract")(widened, zero_point) | widened  # the average pool's sums have no zero point
-    flattened = is_op("relax.reshape")(operand, wildcard())
-    weight = is_const()
-    conv = is_op("relax.nn.conv2d")(operand, weight)
-    dense = is_op("relax.matmul")(operand | flattened, weight)
-    bias = is_const()
-    biased = is_op("relax.add")(conv | dense, bias)
-
-    def rewrite(expr, matches):
-        x, w = matches[data], matches[weight].value.numpy()
-        if str(x.ty.dtype) != "int8" or w.dtype != np.int32 or w.size == 0 or w.min() < -128 or w.max() > 127:
-            return expr
-        zero = int(matches[zero_point].value.numpy()) if zero_point in matches else 0
-        kernel = relax.const(w.astype(np.int8))
-        if conv in matches:
-            a = matches[conv].attrs
-            if a.data_layout != "NHWC":
-                return expr
-            out_axis = a.kernel_layout.index("O")
-            top, left, bottom, right = (int(p) for p in a.padding)
-            if top or left or bottom or right:
-                x = relax.op.nn.pad(x, [0, 0, top, bottom, left, right, 0, 0], pad_value=float(zero))
-            total = relax.op.nn.conv2d(x, kernel, strides=a.strides, padding=[0, 0, 0, 0], dilation=a.dilation,
-                                       groups=a.groups, data_layout=a.data_layout, kernel_layout=a.kernel_layout,
-                                       out_layout=a.out_layout, out_dtype="int32")
-        else:
-            out_axis = 1
-            if flattened in matches:
-                x = relax.op.reshape(x, matches[flattened].args[1])
-            total = relax.op.matmul(x, kernel, out_dtype="int32")
-        weight_sums = w.astype(np.int64).sum(axis=tuple(a for a in range(w.ndim) if a != out_axis))
-        offsets = matches[bias].value.numpy().astype(np.int64).reshape(-1) if bias in matches else 0
-        offsets = offsets - zero * weight_sums
-        if np.abs(offsets).max() >= 2**31:
-            return expr
-        return relax.op.add(total, relax.const(offsets.astype(np.int32)))
-
-    for global_var, function in list(ir_module.functions.items()):
-        if isinstance(function, relax.Function):
-            # Biased ones first, so the zero point's term joins the bias in one constant.
-            for pattern in (biased, conv, dense):
-                function = rewrite_call(pattern, rewrite, function)
-            ir_module[global_var] = function
-    return ir_module
 
 
 def _lower(ir_module, name: str, model: ModelInfo):
