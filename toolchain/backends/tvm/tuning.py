@@ -46,7 +46,7 @@ DATABASE_FILES = ("database_workload.json", "database_tuning_record.json")
 # The kernels worth tuning: after tuning, convolutions and matrix products are over 99.8% of kernel time.
 TUNED_OPS = ("conv2d", "matmul", "dense")
 TRIALS_PER_ITERATION = 16  # with 64, a small budget ran out before every convolution was reached (at most --trials)
-COUNTED_CALLS = (1, 5)  # calls of the kernel in the two counted runs: (c5 - c1) / 4 is one call
+COUNTED_CALLS = (1, 9)  # calls of the kernel in the two counted runs: (c9 - c1) / 8 is one call
 KERNEL_RUNNER = "tvm_kernel_runner.cpp"
 _COUNT_TIMEOUT_S = 120
 
@@ -470,7 +470,12 @@ def count_call(target: Target, runner_program: Path, library: Path, specs: list[
                       str(library.resolve()), str(calls), *specs], env={}, timeout_s=_COUNT_TIMEOUT_S,
                      what=f"counting the instructions of {library.name}")
             counts.append(int(count_file.read_text()))
-    return round((counts[1] - counts[0]) / (COUNTED_CALLS[1] - COUNTED_CALLS[0]))
+    per_call = round((counts[1] - counts[0]) / (COUNTED_CALLS[1] - COUNTED_CALLS[0]))
+    if per_call <= 0:  # a kernel of a few instructions, below the runs' own variation: no cost to rank it by
+        raise BuildError(f"{library.name} executes too few instructions per call to count apart from the run's "
+                         f"start-up ({counts[0]:,} with {COUNTED_CALLS[0]} call, {counts[1]:,} with "
+                         f"{COUNTED_CALLS[1]})")
+    return per_call
 
 
 def kernel_runner(target: Target, progress: Progress) -> Path:
