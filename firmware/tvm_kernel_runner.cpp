@@ -1,7 +1,7 @@
 // edgeyard's kernel runner for MetaSchedule tuning by instruction count (toolchain/backends/tvm/tuning.py):
 // loads one tuning candidate (a shared library holding one TIR function, "main") and calls it CALLS times on
-// zero-filled tensors, under qemu-user with the instruction-counting plugin. Counted with CALLS 1 and 5, the
-// difference over 4 is one call's instructions, loading and start-up cancelling out.
+// zero-filled tensors, under qemu-user with the instruction-counting plugin. Counted with CALLS 1 and 9, the
+// difference over 8 is one call's instructions, loading and start-up cancelling out.
 //
 // Usage: tvm_kernel_runner ./LIBRARY CALLS DTYPE:D0xD1x... ...   (DTYPE: float32, int8, uint8, int32, ...)
 #include <dlpack/dlpack.h>
