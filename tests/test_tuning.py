@@ -109,3 +109,24 @@ def test_the_host_profile_compiles_for_this_machines_cpu(tmp_path, tiny_tflite):
     manifest = json.loads((tmp_path / "out" / "bundle" / "manifest.json").read_text())
     assert manifest["tvm_target"]["mcpu"] == str(codegen.llvm_get_system_cpu()) != "host"
     assert built.report["validation"]["passed"]
+
+
+def test_the_host_runner_survives_a_kernel_dividing_by_its_argument(tmp_path):
+    """A kernel's constant divisor (an int8 average pool's window count) is an argument when tuned: filled with
+    zeros, x86's integer division traps (SIGFPE) and kills the tuning process the candidate runs in."""
+    import tvm
+    from tvm import te
+    from tvm.s_tir.meta_schedule.arg_info import TensorInfo
+    from tvm.s_tir.meta_schedule.runner import RunnerInput
+
+    a = te.placeholder((64,), "int32", name="a")
+    b = te.placeholder((64,), "int32", name="b")
+    c = te.compute((64,), lambda i: te.floordiv(a[i], b[i]), name="c")
+    function = te.create_prim_func([a, b, c]).with_attr("global_symbol", "main")
+    library = tvm.tirx.build(tvm.IRModule({"main": function}), target=tuning.tuning_target(load_target("host")))
+    path = tmp_path / "divide.so"
+    library.export_library(str(path))
+    (future,) = tuning.HostRunner(repeat=1, min_repeat_ms=1).run(
+        [RunnerInput(str(path), "cpu", [TensorInfo("int32", [64])] * 3)])
+    result = future.result()
+    assert result.error_msg is None and float(result.run_secs[0]) > 0

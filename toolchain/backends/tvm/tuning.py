@@ -280,6 +280,17 @@ def _done(result):
     return Done(result)
 
 
+def _arguments(runner_input, device) -> list:
+    """A candidate's arguments on `device`, filled with ones: a kernel's constant divisor (an int8 average pool's
+    window count) is an argument when tuned, and zeros make x86's integer division trap (SIGFPE), which kills the
+    process the candidate runs in."""
+    import numpy as np
+    import tvm
+
+    return [tvm.runtime.tensor(np.ones([int(d) for d in info.shape], str(info.dtype)), device)
+            for info in runner_input.args_info]
+
+
 def HostRunner(repeat: int = 3, min_repeat_ms: int = 20):
     """A MetaSchedule runner timing candidates in this process with this thread pinned to one core (the search
     and the builds use the others): MetaSchedule's LocalRunner workers, each a new Python importing TVM, ran
@@ -293,8 +304,7 @@ def HostRunner(repeat: int = 3, min_repeat_ms: int = 20):
         try:
             library = tvm.runtime.load_module(runner_input.artifact_path)
             device = tvm.cpu()
-            args = [tvm.runtime.tensor(np.zeros([int(d) for d in info.shape], str(info.dtype)), device)
-                    for info in runner_input.args_info]
+            args = _arguments(runner_input, device)
             timer = library.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
             return RunnerResult([float(np.median(timer(*args).results))], None)
         except Exception as err:  # a candidate that fails to run is a failed trial, not a failed tune
@@ -318,7 +328,6 @@ def RpcRunner(tracker: tuple[str, int], key: str, progress: Progress, repeat: in
     board's own time_evaluator (one session per batch); the cost is as HostRunner's. The board is asked for
     once here, so a wrong --rpc or --key stops tuning before anything is built."""
     import numpy as np
-    import tvm
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
 
@@ -334,8 +343,7 @@ def RpcRunner(tracker: tuple[str, int], key: str, progress: Progress, repeat: in
             remote.upload(runner_input.artifact_path, target=name)
             library = remote.load_module(name)
             device = remote.cpu()
-            args = [tvm.runtime.tensor(np.zeros([int(d) for d in info.shape], str(info.dtype)), device)
-                    for info in runner_input.args_info]
+            args = _arguments(runner_input, device)
             timer = library.time_evaluator("main", device, number=1, repeat=repeat, min_repeat_ms=min_repeat_ms)
             cost = float(np.median(timer(*args).results))
             remote.remove(name)
