@@ -522,6 +522,14 @@ def _measure(candidates: list[_Candidate], target: Target, threads: int, progres
     progress(f"auto: timing {', '.join(c.backend for c in validated)} side by side")
     interleaved([c.timed for c in validated], target, stats.AUTO_WARMUP, stats.AUTO_RUNS, stats.AUTO_ROUNDS, threads,
                 progress, count_instructions=False)
+    medians = sorted(stats.latency_ms(c.timed.timings_ns)["median"] for c in validated)
+    if medians[1] <= medians[0] * (1 + stats.AUTO_CLOSE_CALL):
+        progress(f"auto: the two fastest are within {stats.AUTO_CLOSE_CALL:.0%}: timing every candidate again, "
+                 f"{stats.AUTO_CLOSE_CALL_RUNS} runs in {stats.AUTO_CLOSE_CALL_ROUNDS} rounds")
+        for candidate in validated:
+            candidate.timed.timings_ns = []
+        interleaved([c.timed for c in validated], target, stats.AUTO_WARMUP, stats.AUTO_CLOSE_CALL_RUNS,
+                    stats.AUTO_CLOSE_CALL_ROUNDS, threads, progress, count_instructions=False)
     for candidate in validated:
         candidate.latency_ms = stats.latency_ms(candidate.timed.timings_ns)["median"]
     return "latency"
