@@ -122,6 +122,7 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
     quantization = quantization_plan(opts.quantize, opts.quantize_io, calibration, eval_data, opts.model,
                                      backend, has_data=opts.data is not None or opts.model is None,
                                      accuracy_budget=budget)
+    signing_key = signing.signing_key_path(opts.signing_key)
     data = opts.data
     if opts.model is None:
         from ..model.default import default_model
@@ -147,7 +148,6 @@ def _plan(opts: BuildOptions, progress: Progress = quiet) -> _Plan:
                **({"precision_search": search.cache_key()} if search else {}),
                "data": model_sha256(Path(data)) if data else None,
                **({"encryption": encryption.ALGORITHM} if opts.encrypt else {})}
-    signing_key = signing.signing_key_path(opts.signing_key)
     signer = signing.fingerprint(signing_key) if signing_key else None  # another key: another build
     keyed = {**options, "signer": signer}
     if opts.encrypt:
