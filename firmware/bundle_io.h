@@ -1,5 +1,6 @@
 // The bundle protocol's file handling for the C++ runners of Linux bundles (toolchain/bundle.py): the TVM runner
-// (templates/tvm_runner.cpp.j2) and the ExecuTorch runner (firmware/executorch_runner.cpp). Errors are exceptions
+// (templates/tvm_runner.cpp.j2) and the ExecuTorch runner (firmware/executorch_runner.cpp); their main() is also
+// the tuning kernel runner's (firmware/tvm_kernel_runner.cpp). Errors are exceptions
 // whose message main() prints.
 #pragma once
 
@@ -51,6 +52,16 @@ inline std::string BundleDir(const char* argv0) {
   std::string path(argv0);
   size_t slash = path.rfind('/');
   return slash == std::string::npos ? "." : path.substr(0, slash);
+}
+
+// A runner's main(): run(argc, argv)'s status, or the error's message on stderr (after `program`: ) and 1.
+inline int MainReportingErrors(const char* program, int (*run)(int, char**), int argc, char** argv) {
+  try {
+    return run(argc, argv);
+  } catch (const std::exception& error) {
+    std::fprintf(stderr, "%s: %s\n", program, error.what());
+    return 1;
+  }
 }
 
 }  // namespace edgeyard

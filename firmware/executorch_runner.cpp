@@ -169,11 +169,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "runner: %s\n", error.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return edgeyard::MainReportingErrors("runner", Run, argc, argv); }

@@ -11,6 +11,8 @@
 #include <tvm/ffi/extra/module.h>
 #include <tvm/ffi/function.h>
 
+#include "bundle_io.h"
+
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -84,11 +86,4 @@ int Run(int argc, char** argv) {
 
 }  // namespace
 
-int main(int argc, char** argv) {
-  try {
-    return Run(argc, argv);
-  } catch (const std::exception& error) {
-    std::fprintf(stderr, "tvm_kernel_runner: %s\n", error.what());
-    return 1;
-  }
-}
+int main(int argc, char** argv) { return edgeyard::MainReportingErrors("tvm_kernel_runner", Run, argc, argv); }

@@ -33,9 +33,8 @@ def run_tune(opts: BuildOptions, trials: int = DEFAULT_TRIALS, timeout_min: floa
         raise BadInput(f"--trials must be at least 1 and --timeout positive (got {trials} and {timeout_min}).")
     board = None
     if connection is not None:
-        if connection.host or not (connection.rpc and connection.key):
-            raise BadInput("invoke tune measures on a real board over TVM RPC: give --rpc HOST:PORT and --key KEY "
-                           "(an SSH --host is for build, bench and deploy).")
+        if not connection.key:
+            raise BadInput("--rpc needs --key, the key the board registered with the tracker.")
         board = (host_port(connection.rpc, "--rpc", "a TVM RPC tracker"), connection.key)
     progress("loading TVM's tensor intrinsics (MetaSchedule's schedule rules need them)")
     load_tensor_intrinsics()  # before the model's loading imports TensorFlow: much faster
