@@ -101,3 +101,40 @@ def test_labels_as_indices_columns_or_one_hot_give_the_same_classes():
     classes = np.array([2, 0, 1])
     for labels in (classes, classes[:, None], np.eye(3)[classes]):
         np.testing.assert_array_equal(class_indices(labels), classes)
+
+
+def test_interleaved_timing_gives_every_bundle_each_place_in_the_rounds():
+    from pathlib import Path
+    from toolchain.pipeline.timing import interleaved
+
+    order = []
+
+    class Recorded:
+        def __init__(self, name):
+            self.out_dir = Path(name)
+
+        def run(self, target, warmup, runs, threads, count_instructions):
+            order.append((self.out_dir.name, runs, count_instructions))
+
+    names = ["tvm", "litert", "onnxruntime"]
+    interleaved([Recorded(n) for n in names], None, 1, 10, 3, 1, lambda text: None)
+    rounds = [order[i:i + 3] for i in range(0, 9, 3)]
+    assert [[name for name, _, _ in r] for r in rounds] == [names, names[1:] + names[:1], names[2:] + names[:2]]
+    assert all(runs == 4 for _, runs, _ in order)  # ceil(10 / 3) per round: at least 10 in all
+    assert [counted for _, _, counted in order] == [True] * 3 + [False] * 6  # instructions in the first round only
+
+
+def test_bench_linux_table_gives_a_failed_variant_its_whole_reason_under_the_table():
+    from toolchain.pipeline.linux_bench import VARIANTS, linux_bench_text
+
+    why = ("kws.tflite: validation failed for onnxruntime on host: max abs error 55 LSB over the 1 LSB tolerance\n"
+           "(int8 rounding differs)")
+    cells = {v: {"backend": "tvm", "error": None, "latency_ms": 0.125, "instructions_per_inference": None}
+             for v in VARIANTS}
+    cells["onnxruntime"] = {"error": why}
+    text = linux_bench_text({"models": "m", "runs": 10, "rounds": 5, "rows": [
+        {"model": "kws.tflite", "target": "host", "by": "latency", "cells": cells, "auto_over_best_runtime": 0.7}]})
+    table_rows, note = text.splitlines()[3], text.splitlines()[-1]
+    assert "failed [1]" in table_rows and "0.125 ms [tvm]" in table_rows and "0.70" in table_rows
+    assert note == ("[1] onnxruntime, kws.tflite on host: validation failed for onnxruntime on host: max abs error "
+                    "55 LSB over the 1 LSB tolerance\\n(int8 rounding differs)")
