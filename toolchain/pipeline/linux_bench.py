@@ -87,14 +87,19 @@ def _row(model: Path, target: str, tuning_db: Path | None, empty_database: Path,
 
 
 def linux_bench_text(result: dict) -> str:
-    """The table: one row per (model, target), a column per variant, the auto ratio last."""
-    from ..console import table
+    """The table: one row per (model, target), a column per variant, the auto ratio last; a variant that failed
+    reads "failed [k]" and note k under the table says why in full."""
+    from ..console import one_line, table
     from ..errors import short_reason
+
+    notes: list[str] = []
 
     def cell(row: dict, variant: str) -> str:
         value = row["cells"][variant]
         if value["error"]:
-            return f"- ({short_reason(value['error'], row['model'])[:40]})"
+            notes.append(f"[{len(notes) + 1}] {variant}, {row['model']} on {row['target']}: "
+                         f"{one_line(short_reason(value['error'], row['model']))}")
+            return f"failed [{len(notes)}]"
         if row["by"] == "instructions":
             text = f"{value['instructions_per_inference']:,}"
         else:
@@ -106,4 +111,5 @@ def linux_bench_text(result: dict) -> str:
     head = (f"MLPerf Tiny models of {result['models']}: host latency medians ({result['runs']} runs each, interleaved "
             f"in {result['rounds']} rounds on a shared machine: noisy), rpi4 instructions per inference (emulated, "
             "instructions not cycles) -> build/linux-bench.json")
-    return head + "\n" + table(["model", "target", "by", *VARIANTS, "auto / best(litert, ort)"], rows)
+    body = table(["model", "target", "by", *VARIANTS, "auto / best(litert, ort)"], rows)
+    return "\n".join([head, body, *notes])
