@@ -123,9 +123,9 @@ def _with_progress(action, debug: bool, verbose: bool, folder_of=lambda result: 
             result = _finish(lambda: action(printer), debug)
         finally:
             printer.close()
-    folder = folder_of(result)
-    if folder is not None:
-        log.keep(folder)
+        folder = folder_of(result)
+        if folder is not None:
+            log.keep(folder)
     return result
 
 

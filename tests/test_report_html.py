@@ -12,6 +12,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from html.parser import HTMLParser
 from io import StringIO
 from pathlib import Path
@@ -154,12 +155,24 @@ def test_library_output_goes_to_the_log_not_the_terminal(tmp_path, capfd):
     with console.framework_output(verbose=False) as log:
         os.write(2, b"I tensorflow/core: oneDNN custom operations are on\n")
         subprocess.run([sys.executable, "-c", "import sys; sys.stderr.write('[E:onnxruntime:x] child\\n')"], check=True)
+        kept = log.keep(tmp_path)
     _, err = capfd.readouterr()
     assert "oneDNN" not in err and "onnxruntime" not in err
-    kept = log.keep(tmp_path)
     assert kept == tmp_path / console.THIRD_PARTY_LOG and "oneDNN" in kept.read_text() and "child" in kept.read_text()
     os.write(2, b"after\n")
     assert "after" in capfd.readouterr().err  # the terminal is back
+
+
+@pytest.mark.fast
+def test_a_log_not_kept_and_the_logs_of_killed_processes_are_removed(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    killed = tmp_path / "edgeyard-third-party-999999999.log"  # above Linux's highest pid: no such process
+    running = tmp_path / f"edgeyard-third-party-{os.getppid()}.log"
+    killed.write_text("left by a SIGKILL"), running.write_text("another build's, still running")
+    with console.framework_output(verbose=False) as log:
+        os.write(2, b"a failed build's library output\n")
+        assert log.path.is_file() and not killed.exists()
+    assert not log.path.exists() and running.read_text() == "another build's, still running"
 
 
 @pytest.mark.fast

@@ -167,6 +167,7 @@ def guarded(action: Callable[[], object], debug: bool) -> tuple[object, int, str
 
 
 THIRD_PARTY_LOG = "third-party.log"
+_LOG_PREFIX = "edgeyard-third-party-"  # + pid + ".log", in the system's temp folder while a command runs
 
 
 class FrameworkOutput:
@@ -189,12 +190,16 @@ def framework_output(verbose: bool):
     """During the block, what TensorFlow, absl, LiteRT's XNNPACK notice, ONNX Runtime's logger and Python
     warnings write to the process's stderr (file descriptor 2, also what child processes inherit) goes to a
     log file instead of the terminal: <system temp>/edgeyard-third-party-<pid>.log, which keep() moves into
-    the build folder; with verbose, nothing changes. Their errors still reach the user: edgeyard turns them
-    into its one-sentence message, printed after the block."""
+    the build folder inside the block; a log not kept is removed at its end (a failed build leaves no folder:
+    --verbose shows the libraries' output), and the logs of processes that were killed are removed at the start.
+    With verbose, nothing changes. Their errors still reach the user: edgeyard turns them into its one-sentence
+    message, printed after the block."""
     if verbose:
         yield FrameworkOutput(None)
         return
-    path = Path(tempfile.gettempdir()) / f"edgeyard-third-party-{os.getpid()}.log"
+    temp = Path(tempfile.gettempdir())
+    _remove_logs_of_dead_processes(temp)
+    path = temp / f"{_LOG_PREFIX}{os.getpid()}.log"
     sys.stderr.flush()
     saved = os.dup(2)
     log = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -206,6 +211,21 @@ def framework_output(verbose: bool):
         os.dup2(saved, 2)
         os.close(saved)
         os.close(log)
+        path.unlink(missing_ok=True)
+
+
+def _remove_logs_of_dead_processes(temp: Path) -> None:
+    """The framework logs a killed edgeyard left in `temp` (SIGKILL runs no clean-up): their pid runs no more."""
+    for stale in temp.glob(f"{_LOG_PREFIX}*.log"):
+        pid = stale.name[len(_LOG_PREFIX):-len(".log")]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            stale.unlink(missing_ok=True)
+        except PermissionError:  # alive, another user's
+            pass
 
 
 def quiet_frameworks() -> None:
