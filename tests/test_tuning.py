@@ -82,11 +82,16 @@ def test_a_database_tuned_in_one_process_is_applied_by_a_build_in_another(tmp_pa
     assert again["trials"] == 0 or not [t for t in again["tasks"] if t["tuned_before"] is False and t["name"] in tuned]
     assert all(task["tuned_before"] for task in again["tasks"] if task["name"] in tuned)
 
-    # --refine tunes the tuned kernels again, from their records, and says so.
+    # --refine times the best records again (added as records), tunes the tuned kernels again from them, says so.
+    records_before = len((folder / "database_tuning_record.json").read_text().splitlines())
     refined = invoke(*args, "--refine")
     assert refined.returncode == 0, refined.stderr
     summary = json.loads((folder / "tune.json").read_text())
     assert summary["trials"] >= 1 and "refined now" in refined.stdout
+    assert 1 <= summary["retimed"] <= tuning.RETIMED_PER_TASK * len(summary["tasks"])
+    assert f"{summary['retimed']} best records timed again first" in refined.stdout
+    records_after = len((folder / "database_tuning_record.json").read_text().splitlines())
+    assert records_after >= records_before + summary["retimed"] + 1
     assert {t["name"] for t in summary["tasks"] if t["tuned_before"] and t["best"] is not None} & set(tuned)
 
     # bench --backend all: tvm is two rows, tuned and untuned, each built, validated and timed.

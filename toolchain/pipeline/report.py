@@ -165,9 +165,10 @@ def tune_summary(result) -> str:
             "in the database already" if task["tuned_before"] else "not reached")
         rows.append([task["name"], state, shown])
     stopped = {"timeout": "; stopped by --timeout", "interrupted": "; interrupted"}.get(result.stopped, "")
+    retimed = f"; {result.retimed} best records timed again first" if result.retimed else ""
     head = (f"{result.tuned} of {len(result.tasks)} tunable tasks of {Path(result.model).name} tuned for "
             f"{result.target} in {result.database}: {result.trials} candidates measured in {result.seconds:.0f} s "
-            f"by {result.measured_by}{stopped}")
+            f"by {result.measured_by}{retimed}{stopped}")
     return head + "\n" + table(["task", "state", f"best ({unit})"], rows)
 
 
