@@ -1,6 +1,6 @@
 """invoke tune: the instruction-count MetaSchedule runner, a tuning database shared between processes, a second
-tune that re-measures nothing, --refine, tuned and untuned tvm rows in bench --backend all; the host profile
-compiles for this machine's CPU."""
+tune that re-measures nothing, --refine, schedules borrowed between a model's tasks, tuned and untuned tvm rows in
+bench --backend all; the host profile compiles for this machine's CPU."""
 
 import json
 import tempfile
@@ -104,6 +104,39 @@ def test_a_database_tuned_in_one_process_is_applied_by_a_build_in_another(tmp_pa
     assert json.loads((tmp_path / "all" / "tvm" / "report.json").read_text())["tuning"]["tuned"] >= 1
     assert "tuning" not in json.loads((tmp_path / "all" / "tvm-untuned" / "report.json").read_text())
     assert "| tvm untuned | passed" in (tmp_path / "all" / "comparison.md").read_text()
+
+
+def _two_convolutions(folder: Path) -> Path:
+    """A .tflite with two 3x3 convolutions of other shapes (8x8x1 -> 6x6x4 -> 4x4x8) and a dense layer."""
+    import keras
+    import tensorflow as tf
+
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((8, 8, 1), batch_size=1), keras.layers.Conv2D(4, 3, activation="relu"),
+                              keras.layers.Conv2D(8, 3, activation="relu"), keras.layers.Flatten(),
+                              keras.layers.Dense(3)])
+    path = folder / "two_convolutions.tflite"
+    path.write_bytes(tf.lite.TFLiteConverter.from_keras_model(model).convert())
+    return path
+
+
+def test_a_tuned_task_tries_the_schedules_of_the_models_other_tasks(tmp_path):
+    model = _two_convolutions(tmp_path)
+    result = invoke("tune", "--target", "host", "--model", str(model), "--trials", "48", "--tuning-db",
+                    str(tmp_path / "db"))
+    assert result.returncode == 0, result.stderr
+    folder = tuning.database_dir(load_target("host"), tmp_path / "db")
+    summary = json.loads((folder / "tune.json").read_text())
+    # Each convolution's best schedules apply to the other (the same blocks, other loop extents).
+    assert 2 <= summary["borrowed"] <= 2 * tuning.SCHEDULES_FROM_EACH_TASK
+    assert 0 <= summary["improved_by_borrowing"] <= 2
+    assert f"{summary['borrowed']} schedules of other tasks tried after the search" in result.stdout
+    records = (folder / "database_tuning_record.json").read_text().splitlines()
+    assert len(records) >= summary["borrowed"] + len(summary["tasks"])
+    # Whichever schedule is best now, the build applies it to every task and matches the model.
+    built = build(BuildOptions(target="host", model=model, backend="tvm", out=tmp_path / "out", samples=4,
+                               tuning_db=tmp_path / "db"))
+    assert built.report["validation"]["passed"] and built.report["tuning"]["tuned"] == len(summary["tasks"]) == 3
 
 
 def test_the_host_profile_compiles_for_this_machines_cpu(tmp_path, tiny_tflite):

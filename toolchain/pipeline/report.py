@@ -166,10 +166,12 @@ def tune_summary(result) -> str:
         rows.append([task["name"], state, shown])
     stopped = {"timeout": "; stopped by --timeout", "interrupted": "; interrupted"}.get(result.stopped, "")
     retimed = f"; {result.retimed} best records timed again first" if result.retimed else ""
+    retimed += (f"; {result.borrowed} schedules of other tasks tried after the search, the best of "
+                f"{result.improved_by_borrowing} tasks now one of them" if result.borrowed else "")
     head = (f"{result.tuned} of {len(result.tasks)} tunable tasks of {Path(result.model).name} tuned for "
             f"{result.target} in {result.database}: {result.trials} candidates measured in {result.seconds:.0f} s "
             f"by {result.measured_by}{retimed}{stopped}")
-    return head + "\n" + table(["task", "state", f"best ({unit})"], rows)
+    return head + "\n" + table(["task", "state", f"best in the database ({unit})"], rows)
 
 
 MCU_BENCH_HEADERS = ["model", "backend", "validated (max LSB)", "instructions (emulated)", "cycles (estimate)",
