@@ -27,7 +27,7 @@ def run_tune(opts: BuildOptions, trials: int = DEFAULT_TRIALS, timeout_min: floa
     import json
     from dataclasses import asdict
 
-    from ..backends.tvm.tuning import load_tensor_intrinsics, tune
+    from ..backends.tvm.tuning import check_board, load_tensor_intrinsics, tune
 
     if trials < 1 or timeout_min <= 0:
         raise BadInput(f"--trials must be at least 1 and --timeout positive (got {trials} and {timeout_min}).")
@@ -36,6 +36,7 @@ def run_tune(opts: BuildOptions, trials: int = DEFAULT_TRIALS, timeout_min: floa
         if not connection.key:
             raise BadInput("--rpc needs --key, the key the board registered with the tracker.")
         board = (host_port(connection.rpc, "--rpc", "a TVM RPC tracker"), connection.key)
+        check_board(*board, progress)
     progress("loading TVM's tensor intrinsics (MetaSchedule's schedule rules need them)")
     load_tensor_intrinsics()  # before the model's loading imports TensorFlow: much faster
     with tempfile.TemporaryDirectory(prefix="edgeyard-tune-") as workdir:

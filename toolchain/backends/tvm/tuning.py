@@ -196,7 +196,7 @@ def tune(model: ModelInfo, target: Target, trials: int, timeout_s: float, root: 
     by = _measured_by(target, board)
     tvm_target = tuning_target(target)
     if board is not None:
-        runner = RpcRunner(*board, progress)
+        runner = RpcRunner(*board)
     elif by == "latency":
         runner = HostRunner()
     else:
@@ -423,10 +423,19 @@ def HostRunner(repeat: int = 3, min_repeat_ms: int = 20):
     return Runner()
 
 
-def RpcRunner(tracker: tuple[str, int], key: str, progress: Progress, repeat: int = 3, min_repeat_ms: int = 20):
-    """A MetaSchedule runner timing candidates on the board registered under `key` at a TVM RPC tracker, with the
-    board's own time_evaluator (one session per batch); the cost is as HostRunner's. The board is asked for
-    once here, so a wrong --rpc or --key stops tuning before anything is built."""
+def check_board(tracker: tuple[str, int], key: str, progress: Progress) -> None:
+    """Ask the TVM RPC tracker for the board registered under `key` once, before anything is loaded or built: a
+    wrong --rpc or --key is one sentence at once."""
+    from ...runners.tvm_rpc import on_board
+
+    progress(f"timing candidates on the board '{key}' of the TVM RPC tracker {tracker[0]}:{tracker[1]}")
+    on_board(tracker, key, _COUNT_TIMEOUT_S, lambda remote: remote.cpu().exist, f"reaching the board '{key}' over RPC")
+
+
+def RpcRunner(tracker: tuple[str, int], key: str, repeat: int = 3, min_repeat_ms: int = 20):
+    """A MetaSchedule runner timing candidates on the board registered under `key` at a TVM RPC tracker (checked
+    first: check_board), with the board's own time_evaluator (one session per batch); the cost is as
+    HostRunner's."""
     import numpy as np
     from tvm.ir.utils import derived_object
     from tvm.s_tir.meta_schedule.runner import PyRunner, RunnerResult
@@ -434,8 +443,6 @@ def RpcRunner(tracker: tuple[str, int], key: str, progress: Progress, repeat: in
     from ...runners.tvm_rpc import on_board
 
     what = f"reaching the board '{key}' over RPC"
-    progress(f"timing candidates on the board '{key}' of the TVM RPC tracker {tracker[0]}:{tracker[1]}")
-    on_board(tracker, key, _COUNT_TIMEOUT_S, lambda remote: remote.cpu().exist, what)
 
     def measure(remote, runner_input):
         try:
