@@ -54,58 +54,6 @@ def test_instruction_count_runner_returns_the_plugins_count_for_a_tiny_tir_funct
         assert 0.25 <= per_element <= 8
 
 
-def test_a_database_tuned_in_one_process_is_applied_by_a_build_in_another(tmp_path, tiny_tflite):
-    database_root = tmp_path / "tuning"
-    args = ["tune", "--target", "host", "--model", str(tiny_tflite), "--trials", "16", "--tuning-db", str(database_root)]
-    first = invoke(*args)
-    assert first.returncode == 0, first.stderr
-    folder = tuning.database_dir(load_target("host"), database_root)
-    summary = json.loads((folder / "tune.json").read_text())
-    assert summary["measured_by"] == "latency" and summary["trials"] >= 1
-    tuned = [task["name"] for task in summary["tasks"] if task["best"] is not None]
-    assert tuned and f"tuned for host in {folder}" in first.stdout
-
-    # This process reads what the other wrote: the build applies the records and says how many tasks were tuned.
-    built = build(BuildOptions(target="host", model=tiny_tflite, backend="tvm", out=tmp_path / "tuned", samples=4,
-                               tuning_db=database_root))
-    assert built.report["validation"]["passed"]
-    assert built.report["tuning"] == {"database": str(folder), "tasks": len(summary["tasks"]), "tuned": len(tuned)}
-    assert f"## TVM tuning\n\n{len(tuned)} of the model's" in (tmp_path / "tuned" / "report.md").read_text()
-    untuned = build(BuildOptions(target="host", model=tiny_tflite, backend="tvm", out=tmp_path / "untuned", samples=4,
-                                 tuning_db=tmp_path / "empty"))
-    assert "tuning" not in untuned.report and untuned.report["cache_key"] != built.report["cache_key"]
-
-    # A second tune of the same model measures nothing already in the database.
-    second = invoke(*args)
-    assert second.returncode == 0, second.stderr
-    again = json.loads((folder / "tune.json").read_text())
-    assert again["trials"] == 0 or not [t for t in again["tasks"] if t["tuned_before"] is False and t["name"] in tuned]
-    assert all(task["tuned_before"] for task in again["tasks"] if task["name"] in tuned)
-
-    # --refine times the best records again (added as records), tunes the tuned kernels again from them, says so.
-    records_before = len((folder / "database_tuning_record.json").read_text().splitlines())
-    refined = invoke(*args, "--refine")
-    assert refined.returncode == 0, refined.stderr
-    summary = json.loads((folder / "tune.json").read_text())
-    assert summary["trials"] >= 1 and "refined now" in refined.stdout
-    assert 1 <= summary["retimed"] <= tuning.RETIMED_PER_TASK * len(summary["tasks"])
-    assert f"{summary['retimed']} best records timed again first" in refined.stdout
-    records_after = len((folder / "database_tuning_record.json").read_text().splitlines())
-    assert records_after >= records_before + summary["retimed"] + 1
-    assert {t["name"] for t in summary["tasks"] if t["tuned_before"] and t["best"] is not None} & set(tuned)
-
-    # bench --backend all: tvm is two rows, tuned and untuned, each built, validated and timed.
-    comparison = compare_backends(BuildOptions(target="host", model=tiny_tflite, out=tmp_path / "all", samples=4,
-                                               tuning_db=database_root), runs=3, warmup=1, rounds=1)
-    rows = {row["backend"]: row for row in comparison["rows"]}
-    assert "tvm" not in rows
-    for variant in (TUNED_TVM, UNTUNED_TVM, "litert"):
-        assert rows[variant]["validation"]["passed"] and rows[variant]["bench"]["latency_ms"]["median"] > 0
-    assert json.loads((tmp_path / "all" / "tvm" / "report.json").read_text())["tuning"]["tuned"] >= 1
-    assert "tuning" not in json.loads((tmp_path / "all" / "tvm-untuned" / "report.json").read_text())
-    assert "| tvm untuned | passed" in (tmp_path / "all" / "comparison.md").read_text()
-
-
 def _two_convolutions(folder: Path) -> Path:
     """A .tflite with two 3x3 convolutions of other shapes (8x8x1 -> 6x6x4 -> 4x4x8) and a dense layer."""
     import keras
@@ -120,23 +68,64 @@ def _two_convolutions(folder: Path) -> Path:
     return path
 
 
-def test_a_tuned_task_tries_the_schedules_of_the_models_other_tasks(tmp_path):
+def test_a_database_tuned_in_one_process_is_applied_by_a_build_in_another(tmp_path):
     model = _two_convolutions(tmp_path)
-    result = invoke("tune", "--target", "host", "--model", str(model), "--trials", "48", "--tuning-db",
-                    str(tmp_path / "db"))
-    assert result.returncode == 0, result.stderr
-    folder = tuning.database_dir(load_target("host"), tmp_path / "db")
+    database_root = tmp_path / "tuning"
+    args = ["tune", "--target", "host", "--model", str(model), "--tuning-db", str(database_root)]
+    first = invoke(*args, "--trials", "48")  # 16 per task: every task is reached
+    assert first.returncode == 0, first.stderr
+    folder = tuning.database_dir(load_target("host"), database_root)
     summary = json.loads((folder / "tune.json").read_text())
-    # Each convolution's best schedules apply to the other (the same blocks, other loop extents).
+    assert summary["measured_by"] == "latency" and summary["trials"] >= 1
+    tuned = [task["name"] for task in summary["tasks"] if task["best"] is not None]
+    assert len(tuned) == len(summary["tasks"]) == 3 and f"tuned for host in {folder}" in first.stdout
+    # After the search each convolution tried the other's best schedules (the same blocks, other loop extents),
+    # each measured one a record; whichever is best now, the build below applies it and matches the model.
     assert 2 <= summary["borrowed"] <= 2 * tuning.SCHEDULES_FROM_EACH_TASK
     assert 0 <= summary["improved_by_borrowing"] <= 2
-    assert f"{summary['borrowed']} schedules of other tasks tried after the search" in result.stdout
+    assert f"{summary['borrowed']} schedules of other tasks tried after the search" in first.stdout
     records = (folder / "database_tuning_record.json").read_text().splitlines()
-    assert len(records) >= summary["borrowed"] + len(summary["tasks"])
-    # Whichever schedule is best now, the build applies it to every task and matches the model.
-    built = build(BuildOptions(target="host", model=model, backend="tvm", out=tmp_path / "out", samples=4,
-                               tuning_db=tmp_path / "db"))
-    assert built.report["validation"]["passed"] and built.report["tuning"]["tuned"] == len(summary["tasks"]) == 3
+    assert len(records) >= summary["borrowed"] + len(tuned)
+
+    # This process reads what the other wrote: the build applies the records and says how many tasks were tuned.
+    built = build(BuildOptions(target="host", model=model, backend="tvm", out=tmp_path / "tuned", samples=4,
+                               tuning_db=database_root))
+    assert built.report["validation"]["passed"]
+    assert built.report["tuning"] == {"database": str(folder), "tasks": len(summary["tasks"]), "tuned": len(tuned)}
+    assert f"## TVM tuning\n\n{len(tuned)} of the model's" in (tmp_path / "tuned" / "report.md").read_text()
+    untuned = build(BuildOptions(target="host", model=model, backend="tvm", out=tmp_path / "untuned", samples=4,
+                                 tuning_db=tmp_path / "empty"))
+    assert "tuning" not in untuned.report and untuned.report["cache_key"] != built.report["cache_key"]
+
+    # A second tune of the same model measures nothing already in the database.
+    second = invoke(*args, "--trials", "48")
+    assert second.returncode == 0, second.stderr
+    again = json.loads((folder / "tune.json").read_text())
+    assert again["trials"] == 0 or not [t for t in again["tasks"] if t["tuned_before"] is False and t["name"] in tuned]
+    assert all(task["tuned_before"] for task in again["tasks"] if task["name"] in tuned)
+
+    # --refine times the best records again (added as records), tunes the tuned kernels again from them, says so.
+    records_before = len((folder / "database_tuning_record.json").read_text().splitlines())
+    refined = invoke(*args, "--trials", "16", "--refine")
+    assert refined.returncode == 0, refined.stderr
+    summary = json.loads((folder / "tune.json").read_text())
+    assert summary["trials"] >= 1 and "refined now" in refined.stdout
+    assert 1 <= summary["retimed"] <= tuning.RETIMED_PER_TASK * len(summary["tasks"])
+    assert f"{summary['retimed']} best records timed again first" in refined.stdout
+    records_after = len((folder / "database_tuning_record.json").read_text().splitlines())
+    assert records_after >= records_before + summary["retimed"] + 1
+    assert {t["name"] for t in summary["tasks"] if t["tuned_before"] and t["best"] is not None} & set(tuned)
+
+    # bench --backend all: tvm is two rows, tuned and untuned, each built, validated and timed.
+    comparison = compare_backends(BuildOptions(target="host", model=model, out=tmp_path / "all", samples=4,
+                                               tuning_db=database_root), runs=3, warmup=1, rounds=1)
+    rows = {row["backend"]: row for row in comparison["rows"]}
+    assert "tvm" not in rows
+    for variant in (TUNED_TVM, UNTUNED_TVM, "litert"):
+        assert rows[variant]["validation"]["passed"] and rows[variant]["bench"]["latency_ms"]["median"] > 0
+    assert json.loads((tmp_path / "all" / "tvm" / "report.json").read_text())["tuning"]["tuned"] >= 1
+    assert "tuning" not in json.loads((tmp_path / "all" / "tvm-untuned" / "report.json").read_text())
+    assert "| tvm untuned | passed" in (tmp_path / "all" / "comparison.md").read_text()
 
 
 def test_the_host_profile_compiles_for_this_machines_cpu(tmp_path, tiny_tflite):
