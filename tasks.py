@@ -451,10 +451,11 @@ def bench_mcu(c, target="nucleo-l4r5zi", models=None, backends=None, out=None, s
 
 
 @task(help={"models": "folder of MLPerf Tiny .tflite models (default ../shared/models/mlperf_tiny beside the project, "
-                      "when it exists)", **TUNING_HELP, "runs": "host: timed runs of each variant (default 60)",
+                      "when it exists)", **TUNING_HELP,
+            "runs": "host: timed runs of each variant (default 100, in 10 rounds)",
             "samples": "validation samples of each build (default 8)",
             "targets": "comma-separated, of host and rpi4 (default both)", "debug": HELP["debug"]})
-def bench_linux(c, models=None, tuning_db=None, runs=60, samples=8, targets="host,rpi4", debug=False):
+def bench_linux(c, models=None, tuning_db=None, runs=100, samples=8, targets="host,rpi4", debug=False):
     """The MLPerf Tiny models on the host (latency) and rpi4 (instructions): tvm untuned and tuned, litert,
     onnxruntime and auto, with auto's ratio to the best of litert and onnxruntime."""
     from pathlib import Path

@@ -1,5 +1,8 @@
 """One error type with stable exit codes (like tvmc): the CLI maps `exit_code` to the process status."""
 
+import re
+from pathlib import Path
+
 EXIT_BUILD_FAILED = 1  # build or validation failure
 EXIT_BAD_INPUT = 2  # bad model, target or option
 EXIT_MISSING_TOOL = 3  # a tool or toolchain is not installed
@@ -41,8 +44,12 @@ def reason(err: Exception) -> str:
 
 
 def short_reason(message: str, model_path) -> str:
-    """An error message as a clause about a model already named: without its path, hint and final period."""
-    return message.replace(f"{model_path}: ", "").split("; try --backend")[0].rstrip(".")
+    """An error message as a clause about a model already named: without its path (given whole or as the file's
+    name, as tables name models), hint and final period."""
+    name = re.escape(Path(str(model_path)).name)
+    text = message.replace(f"{model_path}: ", "") if "/" in str(model_path) else message  # a path may hold spaces
+    text = re.sub(rf"(?:\S*/)?{name}: ", "", text)
+    return text.split("; try --backend")[0].rstrip(".")
 
 
 def output_tail(stdout: str | None, stderr: str | None, lines: int = 3, joiner: str = " | ") -> str:

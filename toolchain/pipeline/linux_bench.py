@@ -24,8 +24,10 @@ from .timing import Timed, interleaved
 
 TARGETS = ("host", "rpi4")
 VARIANTS = (UNTUNED_TVM, TUNED_TVM, "litert", "onnxruntime", AUTO_BACKEND)
-DEFAULT_RUNS = 60
-ROUNDS = 5
+DEFAULT_RUNS = 100
+# Each round runs every variant in a new process, and on this VM one process of the same bundle can run 20% slower
+# than the next for its whole life: ten rounds keep a few such processes from moving the median.
+ROUNDS = 10
 
 
 def run_linux_bench(models: Path | None = None, tuning_db: Path | None = None, samples: int = 8,
