@@ -127,8 +127,8 @@ def test_interleaved_timing_gives_every_bundle_each_place_in_the_rounds():
 def test_bench_linux_table_gives_a_failed_variant_its_whole_reason_under_the_table():
     from toolchain.pipeline.linux_bench import VARIANTS, linux_bench_text
 
-    why = ("/models/mlperf/kws.tflite: validation failed for onnxruntime on host: max abs error 55 LSB over the 1 LSB tolerance\n"
-           "(int8 rounding differs)")
+    why = ("/models/mlperf/kws.tflite: validation failed for onnxruntime on host: max abs error 55 LSB over the "
+           "1 LSB tolerance\n(int8 rounding differs)")
     cells = {v: {"backend": "tvm", "error": None, "latency_ms": 0.125, "instructions_per_inference": None}
              for v in VARIANTS}
     cells["onnxruntime"] = {"error": why}
