@@ -197,7 +197,7 @@ def tune(c, target="host", model=None, input_shape=None, trials=200, timeout=10.
 
     opts = lambda: options.build_options(target, model, "tvm", None, input_shape, None, 32, 1,  # noqa: E731
                                          tuning_db=tuning_db)
-    board = options.board_connection(None, 0, None, None, rpc, key)
+    board = options.board_connection(host=None, port=0, identity=None, known_hosts=None, rpc=rpc, key=key)
     result = _finish(lambda: run_tune(opts(), int(trials), float(timeout), console.ProgressPrinter(), refine, board),
                      debug)
     from toolchain.pipeline.report import tune_summary

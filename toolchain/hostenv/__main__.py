@@ -18,10 +18,11 @@ def main(argv: list[str] | None = None) -> int:
 
     parser = argparse.ArgumentParser(prog="python -m toolchain.hostenv", description=__doc__.splitlines()[0])
     steps = parser.add_subparsers(dest="step", required=True)
+    runtime_arches = sorted({*wheels.PLATFORMS, platform.machine()})  # fetched from wheels, or this machine's own
     steps.add_parser("tvm-runtime", help="fetch the TVM runtime libraries for an architecture").add_argument(
-        "arch", choices=sorted({*tvm_runtimes.WHEEL_PLATFORMS, platform.machine()}))
+        "arch", choices=runtime_arches)
     steps.add_parser("executorch-runtime", help="fetch ExecuTorch's C++ runtime for an architecture").add_argument(
-        "arch", choices=sorted({*wheels.PLATFORMS, platform.machine()}))
+        "arch", choices=runtime_arches)
     steps.add_parser("userland", help="build the emulated board userland for an architecture").add_argument(
         "arch", choices=sorted(userland.ARCHES))
     steps.add_parser("qemu-plugin", help="build the instruction-counting plugin for the installed qemu")

@@ -25,8 +25,6 @@ RUNTIME_LIBS = {
     "apache-tvm": "tvm/lib/libtvm_runtime.so",
     "apache-tvm-ffi": "tvm_ffi/lib/libtvm_ffi.so",
 }
-# Architectures whose wheels can be fetched.
-WHEEL_PLATFORMS = wheels.PLATFORMS
 _VERSIONS_FILE = "versions.json"
 
 
@@ -75,8 +73,8 @@ def tvm_runtime_dir(arch: str) -> Path:
     if arch == platform.machine():
         _link_host_runtime(arch_dir)
         return arch_dir
-    if arch not in WHEEL_PLATFORMS:
-        raise BadInput(f"no TVM runtime is available for architecture '{arch}' (known: {', '.join(WHEEL_PLATFORMS)}).")
+    if arch not in wheels.PLATFORMS:
+        raise BadInput(f"no TVM runtime is available for architecture '{arch}' (known: {', '.join(wheels.PLATFORMS)}).")
     if not _fetched_is_current(arch_dir):
         raise MissingTool(f"the {arch} TVM runtime for apache-tvm {installed_versions()['apache-tvm']}", "run ./bootstrap.sh.")
     return arch_dir
@@ -96,8 +94,8 @@ def fetch(arch: str, progress: Callable[[str], None]) -> Path:
     if arch == platform.machine():
         progress(f"the {arch} TVM runtime is the installed one; nothing to fetch")
         return tvm_runtime_dir(arch)
-    if arch not in WHEEL_PLATFORMS:
-        raise BadInput(f"cannot fetch a TVM runtime for architecture '{arch}' (known: {', '.join(WHEEL_PLATFORMS)}).")
+    if arch not in wheels.PLATFORMS:
+        raise BadInput(f"cannot fetch a TVM runtime for architecture '{arch}' (known: {', '.join(wheels.PLATFORMS)}).")
     arch_dir = _runtimes_dir(arch)
     versions = installed_versions()
     if _fetched_is_current(arch_dir):
@@ -106,8 +104,8 @@ def fetch(arch: str, progress: Callable[[str], None]) -> Path:
     arch_dir.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeyard-wheels-") as download_dir:
         for dist, version in versions.items():
-            progress(f"downloading the {WHEEL_PLATFORMS[arch]} wheel of {dist}=={version}")
-            wheels.download(f"{dist}=={version}", WHEEL_PLATFORMS[arch], Path(download_dir))
+            progress(f"downloading the {wheels.PLATFORMS[arch]} wheel of {dist}=={version}")
+            wheels.download(f"{dist}=={version}", wheels.PLATFORMS[arch], Path(download_dir))
         for dist, member in RUNTIME_LIBS.items():
             wheel = wheels.find(Path(download_dir), dist)
             library = arch_dir / Path(member).name

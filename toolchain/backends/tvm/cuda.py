@@ -169,14 +169,14 @@ def _cuda_runtime_library(arch: str, progress: Progress) -> Path:
     library = cache_dir() / "runtimes" / arch / f"cuda-{version}" / CUDA_RUNTIME_LIBRARY
     if library.is_file():
         return library
-    if arch not in tvm_runtimes.WHEEL_PLATFORMS:
+    if arch not in wheels.PLATFORMS:
         raise BadInput(f"no TVM CUDA runtime is available for architecture '{arch}' "
-                       f"(known: {', '.join(tvm_runtimes.WHEEL_PLATFORMS)}).")
+                       f"(known: {', '.join(wheels.PLATFORMS)}).")
     library.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="edgeyard-wheels-") as download_dir:
-        progress(f"downloading the {tvm_runtimes.WHEEL_PLATFORMS[arch]} wheel of apache-tvm=={version} "
+        progress(f"downloading the {wheels.PLATFORMS[arch]} wheel of apache-tvm=={version} "
                  f"for {CUDA_RUNTIME_LIBRARY}")
-        wheels.download(f"apache-tvm=={version}", tvm_runtimes.WHEEL_PLATFORMS[arch], Path(download_dir))
+        wheels.download(f"apache-tvm=={version}", wheels.PLATFORMS[arch], Path(download_dir))
         wheels.extract(wheels.find(Path(download_dir), "apache-tvm"), _CUDA_RUNTIME_MEMBER, library)
     return library
 
